@@ -1,0 +1,20 @@
+"""Errors a user can act on.
+
+Every error raised for bad input is a :class:`DraemZooError`: its message names the
+file, folder or config key at fault and says what to do about it. The CLI prints
+these without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class DraemZooError(Exception):
+    """Bad input that the user can fix; the message says how."""
+
+
+class ConfigError(DraemZooError, ValueError):
+    """A config key is unknown, has the wrong type, or an impossible value."""
+
+
+class DataError(DraemZooError):
+    """A dataset, image or texture folder cannot be used as it is."""

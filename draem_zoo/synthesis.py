@@ -1,0 +1,202 @@
+"""DRAEM's anomaly simulator, batched in torch on the training device.
+
+For every sample of a batch of normal images (defaults are the original's values):
+
+1. with probability ``base_rotation_prob`` (0.3) the image is rotated by U(-90, 90)
+   degrees (black corners, as the original); the result is the reconstruction target;
+2. with probability ``anomaly_prob`` (0.5) an anomaly is made, else the sample stays
+   clean with an empty mask:
+   * a Perlin mask (lattice 2^a x 2^b, a, b uniform in 0..5; rotated by U(-90, 90);
+     thresholded at 0.5),
+   * a texture from the bank given ``num_augmentations`` (3) distinct augmentations out
+     of the original's 10, applied in the drawn order,
+   * the blend ``I_a = (1 - M) I + (1 - beta) M A + beta M I`` with beta ~ U[0, 0.8).
+
+All random numbers of a batch are drawn up front from one ``torch.Generator``, so the
+result depends only on the seed (and the DDP rank, through :func:`make_generator`).
+"Dense" mode (default on accelerators) applies every operation to the whole batch and
+selects with ``torch.where``: no host syncs, so the GPU never waits. "Sparse" mode
+(default on CPU) runs each operation only on the samples that drew it. Both give the
+same result for the same draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import imageops as ops
+from .augment import AUGMENTATIONS, augment, draw_params
+from .errors import ConfigError
+from .perlin import gradient_angles, masks_from_draws
+from .textures import TextureBank
+
+@dataclass
+class SynthesisConfig:
+    """Anomaly simulation; every default is the original DRAEM's value.
+
+    anomaly_source: texture folder (DTD: dtd/images); None = procedural textures
+    (procedural_textures of them, from procedural_seed). Ranges are (low, high);
+    brightness_add, saturation_add and solarize_threshold are in 8-bit units and
+    hue_shift in imgaug units (255 = the whole colour circle), as imgaug takes them.
+    """
+
+    anomaly_source: str | None = None
+    procedural_textures: int = 200
+    procedural_seed: int = 0
+    max_textures: int | None = None
+    anomaly_prob: float = 0.5
+    beta: tuple[float, float] = (0.0, 0.8)
+    perlin_scale: tuple[int, int] = (0, 5)
+    perlin_threshold: float = 0.5
+    mask_rotation: float = 90.0
+    base_rotation_prob: float = 0.3
+    base_rotation: float = 90.0
+    num_augmentations: int = 3
+    augmentations: tuple[str, ...] = AUGMENTATIONS
+    gamma: tuple[float, float] = (0.5, 2.0)
+    brightness_mul: tuple[float, float] = (0.8, 1.2)
+    brightness_add: tuple[float, float] = (-30.0, 30.0)
+    sharpness: tuple[float, float] = (0.0, 2.0)
+    hue_shift: tuple[float, float] = (-50.0, 50.0)
+    saturation_add: tuple[float, float] = (-50.0, 50.0)
+    solarize_prob: float = 0.5
+    solarize_threshold: tuple[float, float] = (32.0, 128.0)
+    posterize_bits: tuple[int, int] = (1, 8)
+    autocontrast_cutoff: tuple[float, float] = (0.0, 20.0)
+    texture_rotation: float = 45.0
+
+    def validate(self) -> None:
+        for key in ("anomaly_prob", "base_rotation_prob", "solarize_prob"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"synthesis.{key}={getattr(self, key)}: must be a probability in [0, 1]")
+        for key in ("beta", "perlin_scale", "gamma", "brightness_mul", "brightness_add", "sharpness", "hue_shift",
+                    "saturation_add", "solarize_threshold", "posterize_bits", "autocontrast_cutoff"):
+            lo, hi = getattr(self, key)
+            if lo > hi:
+                raise ConfigError(f"synthesis.{key}=({lo}, {hi}): low is above high")
+        if not 0.0 <= self.beta[0] and self.beta[1] <= 1.0:
+            raise ConfigError(f"synthesis.beta={self.beta}: opacity range must lie in [0, 1]")
+        if not 0 <= self.perlin_scale[0] and self.perlin_scale[1] <= 8:
+            raise ConfigError(f"synthesis.perlin_scale={self.perlin_scale}: exponents must lie in 0..8")
+        if not 1 <= self.posterize_bits[0] and self.posterize_bits[1] <= 8:
+            raise ConfigError(f"synthesis.posterize_bits={self.posterize_bits}: bits must lie in 1..8")
+        unknown = [a for a in self.augmentations if a not in AUGMENTATIONS]
+        if unknown:
+            raise ConfigError(f"synthesis.augmentations: unknown {unknown}; choose from {', '.join(AUGMENTATIONS)}")
+        if not 0 <= self.num_augmentations <= len(self.augmentations):
+            raise ConfigError(f"synthesis.num_augmentations={self.num_augmentations}: must be between 0 and "
+                              f"the number of augmentations listed ({len(self.augmentations)})")
+        if self.procedural_textures < 1:
+            raise ConfigError("synthesis.procedural_textures must be >= 1")
+
+
+@dataclass
+class SynthBatch:
+    clean: torch.Tensor  # (B, 3, H, W) float in [0, 1]: reconstruction target
+    augmented: torch.Tensor  # (B, 3, H, W) float: network input, with simulated anomalies
+    mask: torch.Tensor  # (B, 1, H, W) float 0/1
+    has_anomaly: torch.Tensor  # (B,) float 0/1
+
+
+def make_generator(seed: int, rank: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator whose stream is a well-mixed function of (seed, rank)."""
+    state = int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1, dtype=np.uint64)[0])
+    return torch.Generator(device=torch.device(device)).manual_seed(state & ((1 << 63) - 1))
+
+
+def load_textures(cfg: SynthesisConfig, size: int | tuple[int, int], device: torch.device | str = "cpu",
+                  progress: bool = False) -> TextureBank:
+    """The texture bank a synthesis config names (a folder, or procedural textures)."""
+    if cfg.anomaly_source:
+        return TextureBank.from_folder(cfg.anomaly_source, size, device, cfg.max_textures, cfg.procedural_seed,
+                                       progress=progress)
+    return TextureBank.procedural(cfg.procedural_textures, size, device, cfg.procedural_seed)
+
+
+class AnomalySynthesizer:
+    """Turns batches of normal images into (clean, augmented, mask, has_anomaly)."""
+
+    def __init__(self, cfg: SynthesisConfig, textures: TextureBank, generator: torch.Generator,
+                 dense: bool | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.textures = textures
+        self.generator = generator
+        self.device = textures.images.device
+        self.dense = self.device.type != "cpu" if dense is None else dense
+
+    def draw(self, b: int) -> dict[str, torch.Tensor]:
+        """Every random number one batch of ``b`` samples needs."""
+        c, g, dev = self.cfg, self.generator, self.device
+        k = c.num_augmentations
+
+        def u(*shape: int) -> torch.Tensor:
+            return torch.rand(*shape, generator=g, device=dev)
+
+        def span(rng: tuple[float, float], *shape: int) -> torch.Tensor:
+            return rng[0] + u(*shape) * (rng[1] - rng[0])
+
+        lo, hi = c.perlin_scale
+        return {
+            "base_rot": u(b) < c.base_rotation_prob,
+            "base_angle": (u(b) * 2 - 1) * c.base_rotation,
+            "anomaly": u(b) < c.anomaly_prob,
+            "res_y": 2 ** torch.randint(lo, hi + 1, (b,), generator=g, device=dev),
+            "res_x": 2 ** torch.randint(lo, hi + 1, (b,), generator=g, device=dev),
+            "mask_angle": (u(b) * 2 - 1) * c.mask_rotation,
+            "grad_angles": gradient_angles(b, 2**hi, g, dev),
+            "texture": torch.randint(0, len(self.textures), (b,), generator=g, device=dev),
+            **draw_params(c, b, g, dev),
+            "beta": span(c.beta, b),
+        }
+
+    def __call__(self, images: torch.Tensor) -> SynthBatch:
+        """Synthesize from (B, 3, H, W) normal images (uint8, or float in [0, 1])."""
+        if images.dtype == torch.uint8:
+            x = torch.mul(images.to(self.device), 1.0 / 255.0)
+        else:  # a private copy: the ops below update it in place
+            x = images.to(self.device, torch.float32, copy=True)
+        b, _, h, w = x.shape
+        if (h, w) != self.textures.size:
+            raise ValueError(f"images are {h}x{w} but the texture bank is {self.textures.size[0]}x"
+                             f"{self.textures.size[1]}; build the bank at the training size")
+        d = self.draw(b)
+        clean = self._apply(x, d["base_rot"], lambda t, i: ops.rotate(t, d["base_angle"][i]))
+        if self.dense:  # whole batch; samples without an anomaly get a zero mask
+            idx = torch.arange(b, device=self.device)
+            keep = d["anomaly"].to(clean.dtype).view(-1, 1, 1, 1)
+        else:  # only the samples that drew an anomaly
+            idx = d["anomaly"].nonzero().flatten()
+            keep = None
+            if idx.numel() == 0:
+                zeros = torch.zeros(b, 1, h, w, device=self.device)
+                return SynthBatch(clean, clean.clone(), zeros, torch.zeros(b, device=self.device))
+        mask = masks_from_draws(d["res_y"][idx], d["res_x"][idx], d["mask_angle"][idx], d["grad_angles"][idx],
+                                h, w, self.cfg.perlin_threshold)
+        if keep is not None:
+            mask = mask * keep
+        tex = augment(self.textures.images[d["texture"][idx]], {k: v[idx] for k, v in d.items()},
+                      self.cfg.augmentations, self.dense)
+        # (1 - M) I + (1 - beta) M A + beta M I  ==  I + (1 - beta) M (A - I)
+        weight = mask * (1 - d["beta"][idx].view(-1, 1, 1, 1))
+        if self.dense:
+            augmented = clean + tex.sub_(clean).mul_(weight)
+        else:
+            augmented = clean.clone().index_add_(0, idx, tex.sub_(clean[idx]).mul_(weight))
+            mask = torch.zeros(b, 1, h, w, device=self.device).index_copy_(0, idx, mask)
+        has = (mask.flatten(1).amax(1) > 0).float()
+        return SynthBatch(clean, augmented, mask, has)
+
+    def _apply(self, x: torch.Tensor, sel: torch.Tensor, fn) -> torch.Tensor:
+        """``fn`` on the samples where ``sel``: whole batch + where (dense), or the subset,
+        updating ``x`` in place (sparse; ``x`` is always this object's own tensor)."""
+        if self.dense:
+            every = torch.arange(x.shape[0], device=x.device)
+            return torch.where(sel.view(-1, 1, 1, 1), fn(x, every), x)
+        idx = sel.nonzero().flatten()
+        if idx.numel():
+            x[idx] = fn(x[idx], idx)
+        return x

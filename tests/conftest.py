@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    return FIXTURES
+
+
+def write_image(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode=mode).save(path) if mode else Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.fixture
+def texture_dir(tmp_path: Path) -> Path:
+    """A small DTD-like folder: images/<class>/*.jpg."""
+    rng = np.random.default_rng(0)
+    for cls in ("banded", "dotted"):
+        for i in range(3):
+            arr = (rng.random((48, 40, 3)) * 255).astype(np.uint8)
+            write_image(tmp_path / "dtd" / "images" / cls / f"{cls}_{i}.jpg", arr)
+    return tmp_path / "dtd" / "images"
