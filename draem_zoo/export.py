@@ -47,12 +47,17 @@ def state_dict_for_export(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_model_dir(model: DraemModel, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write the model directory atomically (a temp folder renamed into place)."""
+    """Write ``model.safetensors`` + ``config.json`` into ``out_dir`` (other files there stay).
+
+    Both files are written to a temporary folder first and moved into place with atomic
+    renames, weights first: an interrupted export leaves a weights file whose hash does
+    not match config.json, which loading detects, never a half-written file.
+    """
     from safetensors.torch import save_file
 
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export.", dir=out))
     try:
         save_file(state_dict_for_export(model), str(tmp / WEIGHTS), metadata={"format": FORMAT})
         cfg = {
@@ -68,18 +73,10 @@ def save_model_dir(model: DraemModel, out_dir: str | Path, extra: dict[str, Any]
             **(extra or {}),
         }
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
+        os.replace(tmp / WEIGHTS, out / WEIGHTS)
+        os.replace(tmp / CONFIG, out / CONFIG)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

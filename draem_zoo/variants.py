@@ -5,6 +5,7 @@ resolved, so a saved config rebuilds the model without knowing the preset. Names
 
 * ``paper``: the paper's networks, reconstructive width 128, discriminative width 64.
 * ``paper-small``: the same with halved widths (64 / 32).
+* ``paper-tiny``: quarter widths (32 / 16), for CPUs and demos.
 * ``timm-<name>``: the discriminative encoder is the timm model ``<name>`` (any CNN that
   timm builds with ``features_only=True``), e.g. ``timm-resnet18``,
   ``timm-efficientnet_b0``, ``timm-mobilenetv3_large_100``, ``timm-convnext_nano``; the
@@ -22,6 +23,7 @@ from .errors import ConfigError
 PAPER_VARIANTS = {
     "paper": {"rec_width": 128, "disc_width": 64},
     "paper-small": {"rec_width": 64, "disc_width": 32},
+    "paper-tiny": {"rec_width": 32, "disc_width": 16},
 }
 TIMM_DEFAULTS = {"rec_width": 64, "disc_width": 32}
 # The timm variants the project ships search spaces and benchmarks for.

@@ -1,0 +1,175 @@
+"""One category, end to end: what ``draem-zoo train`` and every search trial run.
+
+check and decode the data -> textures -> model -> synthetic validation set -> train
+(checkpoints, best-on-validation) -> choose s_f and thresholds on validation -> test
+metrics (reported, not used for selection unless asked) -> model directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .config import to_dict, validate_all
+from .data import load_category
+from .errors import DraemZooError
+from .evaluate import compute_maps, score_maps
+from .export import save_model_dir
+from .model import DraemModel, build_model
+from .runconfig import RunConfig
+from .scoring import ScoreConfig
+from .synthesis import AnomalySynthesizer, load_textures, make_generator
+from .thresholds import compute_thresholds
+from .trainer import Trainer, resolve_device
+from .validation import make_validation_set, validation_metrics
+
+RUN_CONFIG = "run_config.json"
+
+
+@dataclasses.dataclass
+class Distributed:
+    """How this process takes part in data-parallel training (set by the Ray Train worker)."""
+
+    rank: int = 0
+    world_size: int = 1
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None
+    lr_scale: float = 1.0
+    device: torch.device | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _check_resume(out: Path, run: RunConfig, resume: bool) -> None:
+    saved = out / RUN_CONFIG
+    has_ckpt = (out / "checkpoints" / "last" / "meta.json").is_file()
+    if has_ckpt and not resume:
+        raise DraemZooError(f"{out}: holds a checkpoint of an earlier run; pass --resume to continue it, or "
+                            "choose another --out")
+    if resume and saved.is_file():
+        before = json.loads(saved.read_text())
+        now = run.to_dict()
+        diff = sorted(f"{sec}.{k}" for sec in now for k in now[sec]
+                      if before.get(sec, {}).get(k) != now[sec][k] and k not in ("device",))
+        if diff:
+            raise DraemZooError(f"{out}: --resume with different settings ({', '.join(diff[:6])}); resume with "
+                                "the same flags, or train into another --out")
+
+
+def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
+                   callbacks: list[Callable[[dict], None]] | None = None,
+                   dist: Distributed | None = None, evaluate_test: bool = True) -> dict[str, Any]:
+    """Train one model on one category and write its model directory to ``out_dir``."""
+    validate_all(run)
+    dist = dist or Distributed()
+    out = Path(out_dir)
+    device = dist.device or resolve_device(run.train.device)
+    size = run.model.image_size
+    data = load_category(run.data, size, progress=progress and dist.is_main)  # every file checked first
+    textures = load_textures(run.synthesis, size, device, progress=progress and dist.is_main)
+    if dist.is_main:
+        _check_resume(out, run, resume)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_CONFIG).write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+    torch.manual_seed(run.train.seed)
+    model = build_model(run.model).to(device)
+    if device.type == "cuda" and run.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward: torch.nn.Module = model
+    if dist.wrap is not None:
+        forward = dist.wrap(model)
+    if run.train.compile:
+        forward = torch.compile(forward)
+    vset = make_validation_set(data.val, run.synthesis, textures, run.eval.validation_seed,
+                               run.eval.cutpaste_validation)
+
+    def validate(m: DraemModel) -> dict:
+        if len(vset) == 0:
+            return {}
+        return validation_metrics(compute_maps(m, vset.images, run.eval.batch_size), vset, run.eval.filter_sizes)
+
+    synth = AnomalySynthesizer(run.synthesis, textures, make_generator(run.train.seed, dist.rank, device))
+    trainer = Trainer(model, data.train, synth, run.train, run.loss, out, validate=validate if dist.is_main else None,
+                      callbacks=callbacks, forward=forward if forward is not model else None, rank=dist.rank,
+                      is_main=dist.is_main, progress=progress, lr_scale=dist.lr_scale)
+    fit = trainer.fit(resume=resume)
+    if not dist.is_main:
+        return {"rank": dist.rank, "iterations": fit["iterations"]}
+    return finish(model, run, data, vset, fit, out, trainer, textures.source, dist, progress, evaluate_test)
+
+
+def finish(model: DraemModel, run: RunConfig, data, vset, fit: dict, out: Path, trainer: Trainer, source: str,
+           dist: Distributed, progress: bool, evaluate_test: bool) -> dict[str, Any]:
+    """Pick the weights, choose s_f and thresholds on validation, score the test split, export."""
+    from .checkpoint import load_checkpoint
+
+    exported = "last"
+    if run.train.export == "best" and fit["best"].get("iteration") is not None:
+        load_checkpoint(out / "checkpoints" / "best", model)
+        exported = "best"
+    model.eval()
+    val, thresholds = None, None
+    filter_size = ScoreConfig().filter_size
+    if len(vset):
+        val_maps = compute_maps(model, vset.images, run.eval.batch_size)
+        val = validation_metrics(val_maps, vset, run.eval.filter_sizes)
+        filter_size = val["val_filter_size"]
+    test = None
+    has_test = evaluate_test and len(data.test) > 0
+    if has_test:
+        t0 = time.perf_counter()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(data.test), desc="evaluating (test)", unit="img", leave=False)
+        test_maps = compute_maps(model, data.test, run.eval.batch_size, bar.update if bar else None)
+        if bar:
+            bar.close()
+        infer_s = time.perf_counter() - t0
+        if run.eval.select_on == "test":
+            by = score_maps(test_maps, data.test_labels, None, run.eval.filter_sizes, filter_size, pixel=False)
+            filter_size = int(max(by["by_filter_size"], key=lambda s: by["by_filter_size"][s]["image_auroc"] or 0))
+        test = {"split": "test", **score_maps(test_maps, data.test_labels, data.test_masks, run.eval.filter_sizes,
+                                               filter_size, data.test_defects, run.eval.aupro_fpr_limit)}
+        test["inference_images_per_s"] = round(len(data.test) / max(infer_s, 1e-9), 3)
+    if len(vset):
+        thresholds = compute_thresholds(val_maps, vset, filter_size, run.eval.target_fpr)
+    model.score_config = ScoreConfig(filter_size=filter_size,
+                                     image_threshold=thresholds["image_threshold"] if thresholds else None,
+                                     pixel_threshold=thresholds["pixel_threshold"] if thresholds else None)
+    selection = {"split": run.eval.select_on if len(vset) or run.eval.select_on == "test" else "none",
+                 "filter_size": filter_size, "weights": exported, "best_iteration": fit["best"].get("iteration")}
+    if run.eval.select_on == "test":
+        selection["warning"] = "s_f was chosen on the test split, as asked; test metrics are optimistic"
+    extra = {
+        "run": run.to_dict(),
+        "data": data.files.fingerprint(),
+        "thresholds": thresholds,
+        "metrics": {"validation": val, "test": test},
+        "selection": selection,
+        "training": {"iterations": fit["iterations"], "seconds": fit["seconds"], "batch_size": run.train.batch_size,
+                     "world_size": dist.world_size, "effective_batch_size": run.train.batch_size * dist.world_size,
+                     "lr_scale": dist.lr_scale, "anomaly_source": source,
+                     "device": str(next(model.parameters()).device)},
+    }
+    save_model_dir(model, out, extra)
+    (out / "history.json").write_text(json.dumps(fit["history"], indent=1) + "\n")
+    return {"model_dir": str(out), "validation": val, "test": test, "thresholds": thresholds,
+            "selection": selection, "training": extra["training"]}
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """The run config of a model directory (config.json) or a run_config.json."""
+    p = Path(path)
+    data = json.loads((p / "config.json").read_text())["run"] if p.is_dir() else json.loads(p.read_text())
+    return RunConfig.from_dict(data, str(p))
+
+
+__all__ = ["Distributed", "train_category", "load_run_config", "to_dict"]
