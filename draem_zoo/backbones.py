@@ -14,7 +14,7 @@ stride 2; convnext: 4 levels from stride 4). The decoders here are sized from
 Inputs stay in [0, 1]; each encoder normalises with its own pretrained mean/std.
 Pretrained weights come from a local file (``.safetensors``, or a torch file read with
 ``weights_only=True``) or, when none is given, from the Hugging Face Hub cache or a
-download (:func:`draem_zoo.hub.fetch_timm_weights`), failing within seconds offline.
+download (:func:`draem_zoo.hub.timm_weights.fetch_timm_weights`), failing within seconds offline.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _hub_weights(name: str, key: str) -> str:
     if not repo:
         raise ConfigError(f"{key}={name!r}: timm lists no Hub weights for it; pass "
                           f"{key.replace('encoder', 'pretrained_file')}=PATH or set model.pretrained=false")
-    from .hub import fetch_timm_weights
+    from .hub.timm_weights import fetch_timm_weights
 
     return str(fetch_timm_weights(repo, name, key))
 

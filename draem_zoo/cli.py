@@ -16,6 +16,7 @@ from .__about__ import __version__
 from .errors import DraemZooError
 
 EPILOG = """start here:
+  draem-zoo quickstart                              the whole chain on demo data, a few minutes
   draem-zoo describe DATA_ROOT                      categories and image counts
   draem-zoo train --data DATA_ROOT --category bottle --out runs/bottle \\
       --variant paper-small --anomaly-source dtd/images --iterations 5000
@@ -191,6 +192,158 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search.driver import SearchOptions, run_search
+
+    opts = SearchOptions(
+        data=args.data, out=args.out, categories=args.categories, space=args.space, trials=args.trials,
+        budget=args.budget, final_budget=args.final_budget, address=args.address, storage=args.storage,
+        gpus_per_trial=args.gpus_per_trial, workers_per_trial=args.workers_per_trial,
+        cpus_per_worker=args.cpus_per_worker, final_workers=args.final_workers, final_seeds=args.final_seeds,
+        resume=args.resume, sets=list(args.set or []), sampler=args.sampler, seed=args.seed, retries=args.retries,
+        max_concurrent=args.max_concurrent, lr_scaling=args.lr_scaling, num_cpus=args.num_cpus,
+        progress=not args.quiet)
+    result = run_search(opts)
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .search.results import format_status
+
+    path = Path(args.results) / "status.json"
+    if not path.is_file():
+        raise DraemZooError(f"{args.results}: no status.json; is it the --out folder of draem-zoo search?")
+    status = json.loads(path.read_text())
+    print(json.dumps(status) if args.json else format_status(status))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .search.results import categories, write_tables
+
+    if not categories(Path(args.results)):
+        raise DraemZooError(f"{args.results}: no finished categories (no <category>/summary.json) to compare")
+    for name, path in write_tables(Path(args.results)).items():
+        print(path)
+    if not args.quiet:
+        print((Path(args.results) / "leaderboard.md").read_text())
+        print((Path(args.results) / "backbones.md").read_text())
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .hub.publish import build_releases, plan, publish
+
+    cats = [c for c in (args.categories or "").split(",") if c] or None
+    releases = build_releases(args.results, args.org, args.prefix, args.dataset, args.license, cats)
+    if args.dry_run:
+        print(json.dumps({"dry_run": True, "would_upload": plan(releases)}, indent=2))
+        return 0
+    done = publish(releases, args.org, args.prefix, private=args.private, log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps({"published": done}))
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .hub.download import pull
+
+    cats = [c for c in (args.categories or "").split(",") if c] or None
+    for entry in pull(args.org, args.dir, cats, args.prefix):
+        print(json.dumps(entry))
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from .quickstart import run_quickstart
+
+    run_quickstart(args.out, trials=args.trials, progress=not args.quiet)
+    return 0
+
+
+def _add_zoo(sub) -> None:
+    p = sub.add_parser("publish", help="publish a search's best models to the Hugging Face Hub",
+                       description="One model repository per category (ORG/PREFIX-CATEGORY) with model.safetensors, "
+                       "config.json and a model card; one commit and a tag per release, none when nothing changed; "
+                       "and a zoo index (ORG/PREFIX-index). The token comes from HF_TOKEN or `hf auth login`.")
+    p.add_argument("results", metavar="RESULTS")
+    p.add_argument("--org", required=True, help="Hub user or organisation")
+    p.add_argument("--prefix", default="draem-mvtec", help="repository name prefix (default draem-mvtec)")
+    p.add_argument("--categories", default=None, help="a,b (default: every exported category)")
+    p.add_argument("--dataset", default=None, help="training data name for the card (default: from the data root)")
+    p.add_argument("--license", default=None,
+                   help="license of the training data, inherited by the model (MVTec AD: cc-by-nc-sa-4.0, detected)")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="show what would be uploaded; upload nothing")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("pull", help="download a whole zoo into a folder (for air-gapped sites)")
+    p.add_argument("org", metavar="ORG")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--categories", default=None)
+    p.add_argument("--prefix", default="draem-mvtec")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("quickstart", help="the whole chain on this machine in a few minutes, no internet",
+                       description="Make a demo dataset, run a short search on embedded Ray, export the best model "
+                       "per category, render model cards, write a local zoo, predict and draw overlays.")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to put everything (default: a temp folder)")
+    p.add_argument("--trials", type=int, default=4, help="search trials per category (default 4)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_quickstart)
+
+
+def _add_search(sub) -> None:
+    p = sub.add_parser(
+        "search", help="hyperparameter search per category on a Ray cluster, then export the best models",
+        description="For every category: an Optuna study driven by Ray Tune (ASHA early stopping), each trial "
+        "a Ray Train run (DDP over --workers-per-trial), selecting on the validation score (no test images); "
+        "then the best configuration is retrained at the full budget, evaluated on test and exported to "
+        "RESULTS/<category>/best/. Without --address Ray starts on this machine.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  draem-zoo search --data mvtec --out results/mvtec --space search_spaces/default.py "
+        "--trials 32 --gpus-per-trial 1\n  draem-zoo search --data mvtec --out results/mvtec --address auto "
+        "--storage /shared/draem --resume\n  draem-zoo status results/mvtec")
+    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root (MVTec AD layout), seen by all nodes")
+    p.add_argument("--out", required=True, metavar="RESULTS", help="results folder")
+    p.add_argument("--categories", default="all", help="a,b,c or all (default)")
+    p.add_argument("--space", default="search_spaces/default.py", help="search-space file")
+    p.add_argument("--trials", type=int, default=16, help="trials per category (default 16)")
+    p.add_argument("--budget", type=int, default=None, metavar="ITERS", help="iterations per trial (ASHA max_t)")
+    p.add_argument("--final-budget", type=int, default=None, metavar="ITERS",
+                   help="iterations of the final retraining (0 = the paper's 700 epochs)")
+    p.add_argument("--final-seeds", type=int, default=1, help="retrain the best config with N seeds (mean ± std)")
+    p.add_argument("--final-workers", type=int, default=None, help="DDP workers of the final retraining")
+    p.add_argument("--address", default=None, help="ray://host:10001 or auto (default: start Ray here)")
+    p.add_argument("--storage", default=None, metavar="PATH_OR_URI",
+                   help="Ray storage all nodes see: a shared folder or s3://..., gs://... (default RESULTS/ray)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack small trials")
+    p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers per trial")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once per category (default: fits)")
+    p.add_argument("--lr-scaling", default="none", choices=["none", "linear", "sqrt"],
+                   help="scale the learning rate with the number of DDP workers")
+    p.add_argument("--sampler", default=None, choices=["tpe", "random", "grid"], help="Optuna sampler override")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--retries", type=int, default=2, help="restarts of a crashed trial from its checkpoint")
+    p.add_argument("--num-cpus", type=float, default=None, help="CPUs of the embedded Ray (default: all)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed config for every trial")
+    p.add_argument("--resume", action="store_true", help="continue the search in RESULTS")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("status", help="progress table of a search")
+    p.add_argument("results", metavar="RESULTS")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("compare", help="rebuild leaderboard and backbone comparison of a search")
+    p.add_argument("results", metavar="RESULTS")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_compare)
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train", help="train one model on one category and write its model directory",
@@ -233,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_describe)
 
     _add_train(sub)
+    _add_search(sub)
+    _add_zoo(sub)
 
     p = sub.add_parser("evaluate", help="test metrics of a model on a category",
                        description="Image AUROC/AP, pixel AUROC/AP, AUPRO, F1-max and per-defect AUROC on "

@@ -42,6 +42,15 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 over a model's state dict (names and bytes), e.g. to check DDP ranks agree."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def state_dict_for_export(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
@@ -70,6 +79,7 @@ def save_model_dir(model: DraemModel, out_dir: str | Path, extra: dict[str, Any]
                       "normalization": "none outside the model (timm encoders normalise inside)",
                       "image_size": model.config.image_size},
             "weights_sha256": sha256_file(tmp / WEIGHTS),
+            "params": model.num_parameters(),
             **(extra or {}),
         }
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")

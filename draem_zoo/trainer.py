@@ -121,6 +121,7 @@ class Trainer:
         self.callbacks = callbacks or []
         self.forward = forward
         self.is_main = is_main
+        self.rank = rank
         self.progress = progress and is_main
         self.lr_scale = lr_scale
         self.total = cfg.budget(len(train_images))
@@ -131,6 +132,7 @@ class Trainer:
         use_amp = self.device.type == "cuda" and cfg.bf16
         self.autocast = torch.bfloat16 if use_amp else None
         self.iteration = 0
+        self.resumed_from = 0
         self.best: dict[str, Any] = {"val_score": None, "iteration": None}
         self.history: list[dict[str, Any]] = []
 
@@ -140,7 +142,14 @@ class Trainer:
                 "torch": torch.get_rng_state()}
 
     def save(self, which: str = "last") -> None:
-        if not self.is_main:
+        if not self.is_main:  # other DDP ranks keep only their own random streams
+            if which == "last":
+                from safetensors.torch import save_file
+
+                path = self.workdir / "checkpoints" / f"rng-rank{self.rank}.safetensors"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_file({k: v.cpu() for k, v in self.rng_state().items()}, str(path.with_suffix(".tmp")))
+                path.with_suffix(".tmp").replace(path)
             return
         meta = {"iteration": self.iteration, "total": self.total, "best": self.best, "history": self.history}
         save_checkpoint(self.workdir / "checkpoints" / which, self.model,
@@ -148,11 +157,17 @@ class Trainer:
 
     def restore(self) -> None:
         rng, meta = load_checkpoint(self.workdir / "checkpoints" / "last", self.model, self.optimizer)
+        self.resumed_from = int(meta["iteration"])
         if meta.get("total") != self.total:
             raise ConfigError(f"{self.workdir}: the checkpoint was made for a budget of {meta.get('total')} "
                               f"iterations, this run has {self.total}; resume with the same settings")
         self.iteration = int(meta["iteration"])
         self.best, self.history = meta["best"], meta["history"]
+        own = self.workdir / "checkpoints" / f"rng-rank{self.rank}.safetensors"
+        if self.rank and own.is_file():
+            from safetensors.torch import load_file
+
+            rng = load_file(str(own))
         self.sampler.set_state(rng["sampler"])
         self.synth.generator.set_state(rng["synthesis"])
         torch.set_rng_state(rng["torch"])
@@ -190,6 +205,8 @@ class Trainer:
                     bar.update(1)
                 last = self.iteration == self.total
                 do_val = self.iteration % self.val_every == 0 or last
+                do_ckpt = self.iteration % self.ckpt_every == 0 or last
+                record = None
                 if self.iteration % self.cfg.report_every == 0 or do_val:
                     now = time.perf_counter()
                     record = {k: round(float(v) / count, 6) for k, v in sums.items()}
@@ -197,14 +214,16 @@ class Trainer:
                     sums, count, t0 = {}, 0, now
                     if do_val:
                         record.update(self._validate())
+                    record["best_val_score"] = self.best.get("val_score")
                     self.history.append(record)
                     if bar:
                         bar.set_postfix({k: record[k] for k in ("loss", "l2", "ssim", "focal") if k in record}
-                                        | ({"val": round(record["val_score"], 4)} if "val_score" in record else {}))
-                    for cb in self.callbacks:
-                        cb(dict(record, total=self.total))
-                if self.iteration % self.ckpt_every == 0 or last:
+                                        | ({"val": round(record["val_score"], 4)} if record.get("val_score") else {}))
+                if do_ckpt:
                     self.save("last")
+                if record is not None:
+                    for cb in self.callbacks:
+                        cb(dict(record, total=self.total, checkpointed=do_ckpt))
         except KeyboardInterrupt:
             self.save("last")
             raise
@@ -212,7 +231,7 @@ class Trainer:
             if bar:
                 bar.close()
         return {"iterations": self.total, "best": self.best, "seconds": round(time.perf_counter() - started, 2),
-                "history": self.history}
+                "history": self.history, "resumed_from": self.resumed_from}
 
     def _validate(self) -> dict[str, Any]:
         if self.validate is None:

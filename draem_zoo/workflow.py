@@ -99,9 +99,15 @@ def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, pr
                       callbacks=callbacks, forward=forward if forward is not model else None, rank=dist.rank,
                       is_main=dist.is_main, progress=progress, lr_scale=dist.lr_scale)
     fit = trainer.fit(resume=resume)
+    from .export import state_digest
+
+    digest = state_digest(model)  # the last weights; DDP ranks must agree
     if not dist.is_main:
-        return {"rank": dist.rank, "iterations": fit["iterations"]}
-    return finish(model, run, data, vset, fit, out, trainer, textures.source, dist, progress, evaluate_test)
+        return {"rank": dist.rank, "iterations": fit["iterations"], "resumed_from": fit["resumed_from"],
+                "last_weights_sha256": digest}
+    result = finish(model, run, data, vset, fit, out, trainer, textures.source, dist, progress, evaluate_test)
+    result["last_weights_sha256"] = digest
+    return result
 
 
 def finish(model: DraemModel, run: RunConfig, data, vset, fit: dict, out: Path, trainer: Trainer, source: str,
@@ -162,7 +168,8 @@ def finish(model: DraemModel, run: RunConfig, data, vset, fit: dict, out: Path, 
     save_model_dir(model, out, extra)
     (out / "history.json").write_text(json.dumps(fit["history"], indent=1) + "\n")
     return {"model_dir": str(out), "validation": val, "test": test, "thresholds": thresholds,
-            "selection": selection, "training": extra["training"]}
+            "selection": selection, "training": extra["training"], "iterations": fit["iterations"],
+            "resumed_from": fit["resumed_from"], "params": model.num_parameters()}
 
 
 def load_run_config(path: str | Path) -> RunConfig:

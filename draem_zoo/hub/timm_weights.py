@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import DraemZooError
+from ..errors import DraemZooError
 
 TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 

@@ -1,0 +1,114 @@
+"""Model cards: rendered from ``cards/model_card.md.j2`` with huggingface_hub's ModelCard.
+
+The YAML metadata (library, license, tags, datasets, pipeline tag and a ``model-index``
+with the test metrics) is produced by huggingface_hub's own ``ModelCardData`` so that
+the Hub shows the results; :func:`check_card` runs the client's local parsing of it.
+The license follows the training data: MVTec AD is CC BY-NC-SA 4.0, so cards of models
+trained on it say so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import DraemZooError
+
+TEMPLATE_NAME = "model_card.md.j2"
+MVTEC = {"name": "MVTec AD", "license": "cc-by-nc-sa-4.0", "dataset_id": "mvtec-ad",
+         "note": "MVTec AD is licensed CC BY-NC-SA 4.0, and so are models trained on it: non-commercial use only, "
+                 "share alike, with attribution to MVTec Software GmbH."}
+HEADLINE = (("image_auroc", "image AUROC", "roc_auc"), ("pixel_auroc", "pixel AUROC", "roc_auc"),
+            ("pixel_ap", "pixel AP", "average_precision"), ("aupro", "AUPRO (FPR <= 0.3)", "aupro"))
+
+
+def template_path() -> Path:
+    """cards/ beside the package (source checkout) or the copy installed with it."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package.parent / "cards" / TEMPLATE_NAME, package / "cards" / TEMPLATE_NAME):
+        if candidate.is_file():
+            return candidate
+    ref = resources.files("draem_zoo").joinpath("cards", TEMPLATE_NAME)
+    return Path(str(ref))
+
+
+def dataset_info(data_root: str | None, dataset: str | None = None, license: str | None = None) -> dict[str, Any]:
+    """Name, license and a note for the training data; MVTec AD is recognised by name."""
+    name = dataset or (Path(data_root).name if data_root else "custom data")
+    if re.search(r"mvtec", f"{name} {data_root or ''}", re.I) and not (license and license != MVTEC["license"]):
+        return dict(MVTEC, name=dataset or MVTEC["name"], is_mvtec=True)
+    if not license:
+        raise DraemZooError(f"the license of the training data ({name}) is unknown, and a model inherits it: "
+                            "pass --license (e.g. cc-by-nc-sa-4.0 for MVTec AD, or your data's license)")
+    return {"name": name, "license": license, "dataset_id": re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-"),
+            "note": f"The training data ({name}) is licensed {license}; the model follows its terms.",
+            "is_mvtec": False}
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}"
+
+
+def render_card(model_dir: str | Path, repo_id: str, dataset: dict[str, Any],
+                search: dict[str, Any] | None = None) -> str:
+    """The README.md of a model repository, from its config.json."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    test = (cfg.get("metrics") or {}).get("test") or {}
+    category = (cfg.get("data") or {}).get("category") or "unknown"
+    name = repo_id.split("/")[-1]
+    results = [EvalResult(task_type="image-segmentation", task_name="Anomaly detection and localisation",
+                          dataset_type=dataset["dataset_id"], dataset_name=f"{dataset['name']} ({category})",
+                          dataset_config=category, dataset_split="test", metric_type=mtype,
+                          metric_name=mname, metric_value=round(100 * test[key], 2))
+               for key, mname, mtype in HEADLINE if test.get(key) is not None]
+    tags = ["anomaly-detection", "draem", "surface-defect-detection", "industrial-inspection", "safetensors"]
+    if dataset.get("is_mvtec"):
+        tags.append("mvtec-ad")
+    card_data = ModelCardData(library_name="draem-zoo", license=dataset["license"], tags=tags,
+                              datasets=[dataset["dataset_id"]], pipeline_tag="image-segmentation",
+                              model_name=name, eval_results=results or None)
+    run, training, thr = cfg.get("run") or {}, cfg.get("training") or {}, cfg.get("thresholds") or {}
+    model = cfg["model"]
+    n_train = (cfg.get("data") or {}).get("counts", {}).get("train") or 1
+    iters = training.get("iterations") or 0
+    source = training.get("anomaly_source") or "procedural"
+    skip = {"n_images", "n_anomalous", "filter_size", "by_filter_size", "per_defect", "split"}
+    all_metrics = [(k, _pct(v) if isinstance(v, float) and k != "inference_images_per_s" else v)
+                   for k, v in test.items() if k not in skip]
+    all_metrics += [(f"image AUROC, {d}", _pct(v.get("image_auroc"))) for d, v in (test.get("per_defect") or {}).items()]
+    fmt_thr = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in thr.items()}
+    card = ModelCard.from_template(
+        card_data, template_path=str(template_path()), repo_id=repo_id, category=category,
+        dataset_name=dataset["name"], variant=model["variant"], image_size=model["image_size"],
+        params_m=f"{cfg.get('params', 0) / 1e6:.1f}" if cfg.get("params") else "?", filter_size=cfg["score"]["filter_size"],
+        m={k: _pct(test.get(k)) for k, _, _ in HEADLINE}, n_test=test.get("n_images", 0),
+        n_anomalous=test.get("n_anomalous", 0), thr=fmt_thr or {"image_threshold": "n/a", "pixel_threshold": "n/a",
+                                                                 "image_threshold_rule": "", "pixel_threshold_rule": "",
+                                                                 "n_validation_normals": 0},
+        model=model, run=run, training=training, data=cfg.get("data") or {}, n_train=n_train,
+        epochs=f"{iters * run.get('train', {}).get('batch_size', 8) * training.get('world_size', 1) / n_train:.1f}",
+        anomaly_source=("DTD-style texture folder" if source.startswith("folder:") else "procedural textures")
+        + f" (`{source.split('/')[-1]}`)", anomaly_source_short="DTD textures" if "dtd" in source.lower()
+        else ("a texture folder" if source.startswith("folder:") else "procedural textures, not DTD"),
+        search=search, all_metrics=all_metrics, speed=test.get("inference_images_per_s", "n/a"),
+        license_note=dataset["note"], weights_sha256=cfg.get("weights_sha256"), is_mvtec=dataset.get("is_mvtec"))
+    return str(card)
+
+
+def check_card(text: str) -> None:
+    """huggingface_hub's local checks: the metadata parses and the model-index is well formed."""
+    from huggingface_hub import ModelCard
+
+    try:
+        card = ModelCard(text, ignore_metadata_errors=False)
+    except Exception as exc:
+        raise DraemZooError(f"model card metadata is invalid: {exc}") from None
+    data = card.data.to_dict()
+    for key in ("license", "library_name", "tags", "model-index"):
+        if not data.get(key):
+            raise DraemZooError(f"model card metadata lacks {key!r}")

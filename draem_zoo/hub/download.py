@@ -1,0 +1,101 @@
+"""Using published models: ``from_pretrained``, ``hf-hub:`` specs, and ``pull`` for air-gapped sites.
+
+Downloads go through the Hub cache (``HF_HOME``), so a model once fetched loads offline
+(``HF_HUB_OFFLINE=1``); a revision (commit, tag or branch) pins what is loaded. Loading
+always checks the weights' sha256 against ``config.json`` and the state dict strictly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import DraemZooError
+from ..export import CONFIG, WEIGHTS, load_model_dir
+
+HUB_PREFIX = "hf-hub:"
+REPO_FILES = [WEIGHTS, CONFIG, "README.md"]
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``hf-hub:ORG/NAME[@REVISION]`` -> (repo id, revision)."""
+    body = spec[len(HUB_PREFIX):] if spec.startswith(HUB_PREFIX) else spec
+    repo, _, rev = body.partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise DraemZooError(f"{spec!r}: a Hub model is ORG/NAME (optionally @REVISION), e.g. "
+                            "hf-hub:acme/draem-mvtec-bottle@v1")
+    return repo, rev or None
+
+
+def _friendly(exc: Exception, repo_id: str, revision: str | None) -> DraemZooError:
+    name = type(exc).__name__
+    where = f"{repo_id}" + (f"@{revision}" if revision else "")
+    if "RevisionNotFound" in name:
+        return DraemZooError(f"{where}: no such revision (commit, tag or branch) on the Hub")
+    if "RepositoryNotFound" in name or "GatedRepo" in name:
+        return DraemZooError(f"{where}: no such model repository, or it is private: check the name, or set "
+                             "HF_TOKEN / run `hf auth login` for private repositories")
+    if "LocalEntryNotFound" in name or "OfflineModeIsEnabled" in name:
+        return DraemZooError(f"{where}: not in the local Hub cache and the Hub cannot be reached (or HF_HUB_OFFLINE "
+                             "is set); download it once with network, or use `draem-zoo pull` on a connected "
+                             "machine and copy the folder")
+    return DraemZooError(f"{where}: download failed ({name}: {str(exc).splitlines()[0][:200]})")
+
+
+def snapshot(repo_id: str, revision: str | None = None, cache_dir: str | None = None,
+             local_dir: str | Path | None = None, token: str | None = None) -> Path:
+    """The model files of a Hub repository at ``revision``, from the cache or downloaded."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(repo_id, revision=revision, allow_patterns=REPO_FILES, cache_dir=cache_dir,
+                                 local_dir=str(local_dir) if local_dir else None, token=token)
+    except Exception as exc:
+        raise _friendly(exc, repo_id, revision) from None
+    return Path(path)
+
+
+def from_pretrained(repo_id: str, revision: str | None = None, device: str = "cpu", cache_dir: str | None = None,
+                    token: str | None = None):
+    """Download (or reuse from the cache) and load a published model; strict and hash-checked."""
+    if repo_id.startswith(HUB_PREFIX) or "@" in repo_id:
+        repo_id, rev = parse_spec(repo_id)
+        revision = revision or rev
+    path = snapshot(repo_id, revision, cache_dir=cache_dir, token=token)
+    model = load_model_dir(path, device=device)
+    model.metadata["hub"] = {"repo_id": repo_id, "revision": revision, "path": str(path)}  # type: ignore[attr-defined]
+    return model
+
+
+def read_index(org: str, prefix: str, revision: str | None = None, token: str | None = None) -> dict[str, Any]:
+    from huggingface_hub import hf_hub_download
+
+    repo = f"{org}/{prefix}-index"
+    try:
+        path = hf_hub_download(repo, "index.json", revision=revision, token=token)
+    except Exception as exc:
+        raise _friendly(exc, repo, revision) from None
+    return json.loads(Path(path).read_text())
+
+
+def pull(org: str, out_dir: str | Path, categories: list[str] | None = None, prefix: str = "draem-mvtec",
+         token: str | None = None) -> list[dict[str, Any]]:
+    """Download a whole zoo (as its index lists it) into ``out_dir/<repo name>/`` for air-gapped use."""
+    index = read_index(org, prefix, token=token)
+    entries = index.get("categories", {})
+    wanted = categories or sorted(entries)
+    missing = [c for c in wanted if c not in entries]
+    if missing:
+        raise DraemZooError(f"{org}/{prefix}-index lists no {', '.join(missing)} (it has {', '.join(sorted(entries))})")
+    out = Path(out_dir)
+    pulled = []
+    for cat in wanted:
+        entry = entries[cat]
+        dest = out / entry["repo"].split("/")[-1]
+        snapshot(entry["repo"], entry["revision"], local_dir=dest, token=token)
+        load_model_dir(dest)  # refuses a damaged or altered download now, not at use
+        pulled.append({"category": cat, "repo": entry["repo"], "revision": entry["revision"], "path": str(dest)})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "index.json").write_text(json.dumps({**index, "pulled": pulled}, indent=2) + "\n")
+    return pulled

@@ -1,0 +1,232 @@
+"""Publishing a search's best models as a zoo: one Hub repository per category.
+
+Each repository holds ``model.safetensors``, ``config.json`` (the model-directory format)
+and ``README.md`` (the model card). Every card is rendered and checked, locally and by
+the Hub's own validation, before anything is uploaded. A release is one commit with
+all three files and a tag (``v1``, ``v2``, ...); files whose content the repository
+already has are detected by hash (LFS sha256 / git blob sha1), so re-publishing an
+unchanged model makes no commit. A zoo index (``<org>/<prefix>-index``: ``index.json``
++ README) maps categories to repository, revision and headline metrics.
+
+The token comes from the usual places (``HF_TOKEN``, the ``hf auth login`` cache) and is
+never printed or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..__about__ import __version__
+from ..errors import DraemZooError
+from ..export import CONFIG, WEIGHTS
+from .cards import check_card, dataset_info, render_card
+
+INDEX_FILE = "index.json"
+
+
+@dataclasses.dataclass
+class Release:
+    category: str
+    repo_id: str
+    files: dict[str, bytes | Path]  # path in repo -> content or local file
+    card: str
+    metrics: dict[str, Any]
+    variant: str
+    license: str
+
+    def digest(self, name: str) -> str:
+        return hashlib.sha256(_bytes(self.files[name])).hexdigest()
+
+
+def _bytes(content: bytes | Path) -> bytes:
+    return content if isinstance(content, bytes) else Path(content).read_bytes()
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _search_info(results: Path, category: str) -> dict[str, Any] | None:
+    meta_path = results / "search.json"
+    summary_path = results / category / "summary.json"
+    if not meta_path.is_file() or not summary_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    summary = json.loads(summary_path.read_text())
+    fs = summary.get("finals_summary") or {}
+    spread = fs.get("image_auroc")
+    return {"space": Path(meta.get("space", "?")).name, "trials": summary.get("n_trials"), "budget": meta.get("budget"),
+            "best_val_score": round((summary.get("best_trial") or {}).get("best_val_score") or 0, 4),
+            "seeds": fs.get("seeds", 1),
+            "seed_spread": f"{100 * spread['mean']:.2f} ± {100 * spread['std']:.2f}" if spread else "n/a"}
+
+
+def build_releases(results: str | Path, org: str, prefix: str = "draem-mvtec", dataset: str | None = None,
+                   license: str | None = None, categories: list[str] | None = None) -> list[Release]:
+    """Render and check the card of every category's best model; nothing leaves the machine."""
+    results = Path(results)
+    found = sorted(p.parent.parent.name for p in results.glob(f"*/best/{CONFIG}"))
+    wanted = categories or found
+    missing = [c for c in wanted if c not in found]
+    if missing or not wanted:
+        raise DraemZooError(f"{results}: no exported model for {', '.join(missing) or 'any category'} "
+                            "(expected <category>/best/model.safetensors + config.json from draem-zoo search)")
+    if not org or "/" in org:
+        raise DraemZooError(f"--org {org!r}: give the Hub user or organisation name, e.g. --org acme")
+    releases = []
+    for cat in wanted:
+        model_dir = results / cat / "best"
+        cfg = json.loads((model_dir / CONFIG).read_text())
+        root = ((cfg.get("run") or {}).get("data") or {}).get("root")
+        info = dataset_info(root, dataset, license)
+        repo_id = f"{org}/{prefix}-{cat}"
+        card = render_card(model_dir, repo_id, info, _search_info(results, cat))
+        check_card(card)
+        test = (cfg.get("metrics") or {}).get("test") or {}
+        releases.append(Release(cat, repo_id, {WEIGHTS: model_dir / WEIGHTS, CONFIG: model_dir / CONFIG,
+                                               "README.md": card.encode()}, card,
+                                {k: test.get(k) for k in ("image_auroc", "pixel_auroc", "pixel_ap", "aupro")},
+                                cfg["model"]["variant"], info["license"]))
+    return releases
+
+
+def write_local_zoo(releases: list[Release], zoo_dir: str | Path, org: str, prefix: str) -> Path:
+    """The zoo as folders laid out exactly like the Hub repositories (plus the index)."""
+    zoo = Path(zoo_dir)
+    for r in releases:
+        dest = zoo / r.repo_id.split("/")[-1]
+        dest.mkdir(parents=True, exist_ok=True)
+        for name, content in r.files.items():
+            if isinstance(content, bytes):
+                (dest / name).write_bytes(content)
+            else:
+                shutil.copy2(content, dest / name)
+    index = _index(releases, {r.category: {"revision": None, "tag": None} for r in releases}, org, prefix)
+    (zoo / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    return zoo
+
+
+def _index(releases: list[Release], refs: dict[str, dict], org: str, prefix: str) -> dict[str, Any]:
+    return {"zoo": f"{org}/{prefix}", "format": "draem-zoo-index", "version": 1, "package_version": __version__,
+            "categories": {r.category: {"repo": r.repo_id, "revision": refs[r.category]["revision"],
+                                        "tag": refs[r.category]["tag"], "variant": r.variant, "license": r.license,
+                                        "weights_sha256": r.digest(WEIGHTS), "metrics": r.metrics}
+                           for r in releases}}
+
+
+def plan(releases: list[Release]) -> list[dict[str, Any]]:
+    """What a publish would upload (``--dry-run``)."""
+    return [{"repo": r.repo_id, "category": r.category, "license": r.license,
+             "files": {n: {"bytes": len(_bytes(c)), "sha256": r.digest(n)} for n, c in r.files.items()},
+             "metrics": r.metrics} for r in releases]
+
+
+def _token_or_fail() -> None:
+    from huggingface_hub import get_token
+
+    if not get_token():
+        raise DraemZooError("no Hugging Face token: set HF_TOKEN, or run `hf auth login`, then publish again")
+
+
+def _changed_files(api, repo_id: str, release: Release) -> list[str]:
+    """Files whose content the repository's main branch does not have yet."""
+    try:
+        remote = {f.path: f for f in api.get_paths_info(repo_id, list(release.files), revision="main")}
+    except Exception:
+        return list(release.files)  # a new or empty repository
+    changed = []
+    for name, content in release.files.items():
+        data = _bytes(content)
+        have = remote.get(name)
+        lfs = getattr(have, "lfs", None) if have is not None else None
+        if have is None:
+            changed.append(name)
+        elif lfs is not None:
+            if (lfs.sha256 if hasattr(lfs, "sha256") else lfs.get("sha256")) != hashlib.sha256(data).hexdigest():
+                changed.append(name)
+        elif getattr(have, "blob_id", None) != git_blob_sha1(data):
+            changed.append(name)
+    return changed
+
+
+def _next_tag(api, repo_id: str) -> str:
+    tags = [t.name for t in api.list_repo_refs(repo_id).tags]
+    numbers = [int(t[1:]) for t in tags if t.startswith("v") and t[1:].isdigit()]
+    return f"v{max(numbers, default=0) + 1}"
+
+
+def publish(releases: list[Release], org: str, prefix: str = "draem-mvtec", private: bool = False,
+            log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Upload every release (validated first) and the zoo index; returns what happened per repository."""
+    from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+
+    _token_or_fail()
+    api = HfApi()
+    for r in releases:  # every card passes the Hub's validation before anything is uploaded
+        try:
+            ModelCard(r.card).validate()
+        except ValueError as exc:
+            raise DraemZooError(f"{r.repo_id}: the model card fails the Hub's validation ({exc}); "
+                                "nothing was uploaded") from None
+    done, refs = [], {}
+    for r in releases:
+        api.create_repo(r.repo_id, private=private, exist_ok=True)
+        changed = _changed_files(api, r.repo_id, r)
+        head = api.model_info(r.repo_id).sha if not changed else None
+        if not changed:
+            tags = api.list_repo_refs(r.repo_id).tags
+            tag = next((t.name for t in tags if t.target_commit == head), None)
+            log(f"{r.repo_id}: unchanged (revision {head[:10] if head else '?'}), no new commit")
+            refs[r.category] = {"revision": head, "tag": tag}
+            done.append({"repo": r.repo_id, "changed": False, "revision": head, "tag": tag})
+            continue
+        ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=_bytes(r.files[name])) for name in r.files]
+        m = r.metrics
+        title = f"draem-zoo {__version__}: {r.category}" + (
+            f" (image AUROC {100 * m['image_auroc']:.2f})" if m.get("image_auroc") is not None else "")
+        info = api.create_commit(r.repo_id, operations=ops, commit_message=title,
+                                 commit_description="files changed: " + ", ".join(changed))
+        tag = _next_tag(api, r.repo_id)
+        api.create_tag(r.repo_id, tag=tag, revision=info.oid, tag_message=title)
+        log(f"{r.repo_id}: committed {info.oid[:10]} ({', '.join(changed)}), tagged {tag}")
+        refs[r.category] = {"revision": info.oid, "tag": tag}
+        done.append({"repo": r.repo_id, "changed": True, "revision": info.oid, "tag": tag, "files": changed})
+    _publish_index(api, releases, refs, org, prefix, private, log)
+    return done
+
+
+def _publish_index(api, releases, refs, org, prefix, private, log) -> None:
+    from huggingface_hub import CommitOperationAdd
+
+    repo = f"{org}/{prefix}-index"
+    index = _index(releases, refs, org, prefix)
+    try:  # keep categories published earlier that this run did not touch
+        from .download import read_index
+
+        old = read_index(org, prefix)
+        index["categories"] = {**old.get("categories", {}), **index["categories"]}
+    except DraemZooError:
+        pass
+    rows = "\n".join(f"| {c} | [{e['repo']}](https://huggingface.co/{e['repo']}) | {e.get('tag') or '-'} | "
+                     f"{'n/a' if (e.get('metrics') or {}).get('image_auroc') is None else round(100 * e['metrics']['image_auroc'], 2)} |"
+                     for c, e in sorted(index["categories"].items()))
+    readme = (f"---\nlibrary_name: draem-zoo\ntags:\n- anomaly-detection\n- draem\n---\n\n# {org}/{prefix} zoo index\n\n"
+              f"`index.json` lists every category's model repository, pinned revision and headline metrics. "
+              f"`draem-zoo pull {org} DIR --prefix {prefix}` downloads them all.\n\n"
+              f"| category | repository | tag | test image AUROC |\n|---|---|---|---|\n{rows}\n")
+    payload = {INDEX_FILE: (json.dumps(index, indent=2) + "\n").encode(), "README.md": readme.encode()}
+    api.create_repo(repo, private=private, exist_ok=True)
+    fake = Release("index", repo, payload, readme, {}, "", "")
+    changed = _changed_files(api, repo, fake)
+    if changed:
+        api.create_commit(repo, operations=[CommitOperationAdd(path_in_repo=n, path_or_fileobj=payload[n])
+                                            for n in payload], commit_message=f"zoo index ({time.strftime('%Y-%m-%d')})")
+        log(f"{repo}: index updated")
+    else:
+        log(f"{repo}: index unchanged")

@@ -1,0 +1,154 @@
+"""The search of one category, run as a Ray actor so that all categories share the cluster.
+
+Phase 1: a Ray Tune experiment: ``OptunaSearch`` (TPE by default) drives the search
+space, ASHA stops weak trials early on our reported ``iteration``, each trial is a
+:func:`~draem_zoo.search.trial.trial_trainable`. The Optuna study lives in SQLite beside
+the experiment when the storage is a local path, so it keeps every finished trial
+across driver restarts. Phase 2: the best configuration (by validation score) is
+retrained at the full budget with Ray Train across the requested workers, once per
+seed; the result carries the test metrics and the exported model directory.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from ..runconfig import RunConfig, make_run_config
+from . import progress
+from .space import load_space, overrides_of
+from .trial import make_trainer, trial_trainable
+
+def _optuna_storage(storage: str, experiment: str):
+    if "://" in storage:
+        return None  # object stores: the study is kept in Tune's searcher checkpoints
+    import optuna
+
+    path = Path(storage) / experiment
+    path.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.sqlite3'}")
+
+
+@ray.remote(num_cpus=0.01, max_concurrency=4)
+class CategorySearch:
+    def __init__(self, category: str, space_path: str, base: dict[str, Any], settings: dict[str, Any]):
+        self.category = category
+        self.space = load_space(space_path)
+        self.base = make_run_config({"data.category": category}, base=RunConfig.from_dict(base)).to_dict()
+        self.settings = dict(settings, experiment=f"{settings['search_id']}-{category}")
+        self.phase = "pending"
+        self.final: list[dict[str, Any]] = []
+
+    def progress(self) -> dict[str, Any]:
+        return {"category": self.category, "phase": self.phase, "trials": progress.snapshot(self.settings["experiment"]),
+                "final": [dict(f) for f in self.final]}
+
+    def _tuner(self, resume: bool) -> tune.Tuner:
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search.optuna import OptunaSearch
+
+        s, sp = self.settings, self.space
+        exp = s["experiment"]
+        trainable = tune.with_resources(tune.with_parameters(trial_trainable, base=self.base, settings=s),
+                                        {"CPU": 0.01})
+        path = f"{s['storage'].rstrip('/')}/{exp}"
+        if resume and tune.Tuner.can_restore(path):
+            return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        every = max(1, math.ceil(s["budget"] / s["validations"]))
+        searcher = OptunaSearch(space=sp.fn, metric=sp.metric, mode=sp.mode,
+                                sampler=sp.make_sampler(s.get("seed", 0), s.get("sampler")),
+                                storage=_optuna_storage(s["storage"], exp), study_name=exp)
+        scheduler = ASHAScheduler(time_attr="iteration", metric=sp.metric, mode=sp.mode, max_t=s["budget"],
+                                  grace_period=max(every, min(s["budget"], every * s.get("grace_validations", 2))),
+                                  reduction_factor=s.get("reduction_factor", 2))
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s["trials"],
+                                        max_concurrent_trials=s.get("max_concurrent") or None),
+            run_config=tune.RunConfig(name=exp, storage_path=s["storage"], verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=int(s.get("trial_retries", 1))),
+                                      callbacks=[progress.ProgressCallback(exp, sp.metric)]),
+        )
+
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        self.phase = "search"
+        grid = self._tuner(resume).fit()
+        trials = [self._record(r) for r in grid]
+        scored = [t for t in trials if t["best_val_score"] is not None]
+        if not scored:
+            self.phase = "failed"
+            errors = [t["error"] for t in trials if t.get("error")]
+            return {"category": self.category, "trials": trials, "best_trial": None, "final": [],
+                    "error": "no trial produced a validation score" + (f": {errors[0]}" if errors else "")}
+        sign = 1 if self.space.mode == "max" else -1
+        best = max(scored, key=lambda t: sign * t["best_val_score"])
+        self.phase = "final"
+        self._final_runs(best)
+        self.phase = "done"
+        return {"category": self.category, "trials": trials, "best_trial": best, "final": self.final,
+                "study": self._study_summary()}
+
+    def _record(self, result) -> dict[str, Any]:
+        m = result.metrics or {}
+        curve = []
+        df = result.metrics_dataframe
+        if df is not None and len(df):
+            cols = [c for c in ("iteration", "loss", "l2", "ssim", "focal", "val_score", "val_filter_size",
+                                "best_val_score", "it_per_s") if c in df.columns]
+            curve = [{k: (None if v != v else v) for k, v in row.items()}  # NaN -> None
+                     for row in df[cols].to_dict("records")]
+        params = dict(result.config or {})
+        best_scores = [c["best_val_score"] for c in curve if c.get("best_val_score") is not None]
+        return {
+            "trial_id": Path(result.path).name.split("_")[1] if result.path and "_" in Path(result.path).name else None,
+            "params": params, "overrides": overrides_of(params),
+            "status": "ERROR" if result.error else "TERMINATED",
+            "error": str(result.error).splitlines()[0][:500] if result.error else None,
+            "iteration": m.get("iteration"), "budget": self.settings["budget"],
+            "stopped_early": (m.get("iteration") or 0) < self.settings["budget"] and not result.error,
+            "best_val_score": max(best_scores) if best_scores else m.get("best_val_score"),
+            "val_filter_size": m.get("val_filter_size"),
+            "resumed": bool(m.get("resumed")),
+            "train_seconds": m.get("train_seconds"), "params_count": m.get("params"),
+            "test": {k[5:]: m.get(k) for k in m if k.startswith("test_")} or None,
+            "curve": curve, "path": result.path,
+        }
+
+    def _final_runs(self, best: dict[str, Any]) -> None:
+        s = self.settings
+        base = make_run_config(best["overrides"], base=RunConfig.from_dict(self.base))
+        for i in range(int(s.get("final_seeds", 1))):
+            seed = base.train.seed + i
+            run = make_run_config({"train.iterations": s["final_budget"], "train.seed": seed,
+                                   "train.val_every": 0, "train.checkpoint_every": 0}, base=base)
+            every = max(1, math.ceil(run.train.budget(max(1, s.get("n_train", 1))) / 5)) if not s["final_budget"] \
+                else max(1, math.ceil(s["final_budget"] / 5))
+            run = make_run_config({"train.val_every": every, "train.report_every": every,
+                                   "train.checkpoint_every": every}, base=run)
+            entry = {"seed": seed, "status": "running", "workers": s.get("final_workers") or s["workers_per_trial"]}
+            self.final.append(entry)
+            trainer = make_trainer(run, f"{s['experiment']}-final-s{seed}", s, callbacks=[], export=True,
+                                   workers=entry["workers"])
+            try:
+                result = trainer.fit()
+            except Exception as exc:  # retries exhausted
+                entry.update(status="error", error=str(exc).splitlines()[0][:500])
+                continue
+            entry.update(status="done", metrics=dict(result.metrics or {}),
+                         checkpoint=result.checkpoint.path if result.checkpoint else None,
+                         filesystem=type(result.checkpoint.filesystem).__name__ if result.checkpoint else None)
+
+    def _study_summary(self) -> dict[str, Any] | None:
+        storage = _optuna_storage(self.settings["storage"], self.settings["experiment"])
+        if storage is None:
+            return None
+        import optuna
+
+        study = optuna.load_study(study_name=self.settings["experiment"], storage=storage)
+        states = [t.state.name for t in study.trials]
+        return {"trials": len(states), "complete": states.count("COMPLETE"), "running": states.count("RUNNING"),
+                "pruned": states.count("PRUNED"), "fail": states.count("FAIL")}

@@ -1,0 +1,254 @@
+"""``draem-zoo search``: checks, Ray start-up, one search actor per category, results.
+
+Everything that can be wrong is checked before any trial starts: the data root and
+categories (every file of every category), the search-space file (its suggestions make
+valid runs and buildable models), the storage (writable), the results folder (a new
+search needs a new folder; ``--resume`` needs the old one), and the cluster (enough
+CPUs/GPUs for one trial). Without ``--address`` Ray starts embedded on this machine,
+with its dashboard (needed so that trials stopped by ASHA release their resources).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..__about__ import __version__
+from ..data import list_categories, scan_category
+from ..errors import DraemZooError
+from ..runconfig import make_run_config
+from . import results
+from .space import check_space, load_space
+
+
+@dataclasses.dataclass
+class SearchOptions:
+    data: str
+    out: str
+    categories: str = "all"
+    space: str = "search_spaces/default.py"
+    trials: int = 16
+    budget: int | None = None
+    final_budget: int | None = None
+    address: str | None = None
+    storage: str | None = None
+    gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    final_workers: int | None = None
+    final_seeds: int = 1
+    resume: bool = False
+    sets: list[str] = dataclasses.field(default_factory=list)
+    sampler: str | None = None
+    seed: int = 0
+    retries: int = 2
+    validations: int = 8
+    reduction_factor: int = 2
+    grace_validations: int = 2
+    max_concurrent: int | None = None
+    lr_scaling: str = "none"
+    num_cpus: float | None = None
+    progress: bool = True
+    poll_seconds: float = 5.0
+    crash_at_iteration: int | None = None  # fault injection (tests): first attempt of each run
+
+
+def _check_storage(storage: str) -> str:
+    if "://" in storage:
+        try:
+            import pyarrow.fs as pafs
+
+            fs, path = pafs.FileSystem.from_uri(storage)
+            fs.create_dir(path, recursive=True)
+            with fs.open_output_stream(f"{path}/.draem_zoo_write_test") as f:
+                f.write(b"ok")
+            fs.delete_file(f"{path}/.draem_zoo_write_test")
+        except Exception as exc:
+            raise DraemZooError(f"--storage {storage}: not writable ({type(exc).__name__}: {exc})") from None
+        return storage
+    path = Path(storage).expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".draem_zoo_write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise DraemZooError(f"--storage {storage}: not writable ({exc.strerror}); give a folder every node can "
+                            "write (shared file system) or an object-store URI such as s3://bucket/draem") from None
+    return str(path)
+
+
+def preflight(opts: SearchOptions) -> dict[str, Any]:
+    """All the checks that need no cluster; returns what the search needs."""
+    out = Path(opts.out).expanduser().resolve()
+    meta_path = out / "search.json"
+    if meta_path.exists() and not opts.resume:
+        raise DraemZooError(f"{out}: already holds a search; pass --resume to continue it, or choose another --out")
+    if opts.resume and not meta_path.exists():
+        raise DraemZooError(f"{out}: no search to resume (no search.json); run without --resume")
+    space = load_space(opts.space)
+    budget = opts.budget or space.budget
+    if not budget:
+        raise DraemZooError(f"{opts.space}: no budget; pass --budget ITERS or set BUDGET in the space file")
+    final_budget = opts.final_budget if opts.final_budget is not None else (space.final_budget or 0)
+    data = str(Path(opts.data).expanduser().resolve())
+    have = list_categories(data)
+    wanted = have if opts.categories in ("all", "", None) else [c.strip() for c in opts.categories.split(",") if c]
+    unknown = [c for c in wanted if c not in have]
+    if unknown:
+        raise DraemZooError(f"--categories: {', '.join(unknown)} not found under {data} "
+                            f"(categories there: {', '.join(have) or 'none'})")
+    if not wanted:
+        raise DraemZooError(f"{data}: no categories (folders with train/good/) to search")
+    base = make_run_config([f"data.root={data}", *opts.sets])
+    n_train = {}
+    for c in wanted:
+        files = scan_category(data, c, base.data.val_fraction, base.data.split_seed)
+        n_train[c] = len(files.train)
+        if not files.val:
+            raise DraemZooError(f"{data}/{c}/train/good: too few images for a validation split; the search "
+                                "selects on validation data, so it needs at least 2 training images")
+    check_space(space, base)
+    if opts.lr_scaling not in ("none", "linear", "sqrt"):
+        raise DraemZooError(f"--lr-scaling {opts.lr_scaling}: use none, linear or sqrt")
+    storage = _check_storage(opts.storage or str(out / "ray"))
+    return {"out": out, "space": space, "budget": int(budget), "final_budget": int(final_budget),
+            "categories": wanted, "base": base, "storage": storage, "n_train": n_train}
+
+
+def _start_ray(opts: SearchOptions) -> bool:
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # worker start-up on a busy machine can take minutes: a slow start should not fail a trial
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
+    if ray.is_initialized():
+        return False
+    if opts.address:
+        ray.init(address=opts.address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=True, num_cpus=opts.num_cpus, log_to_driver=False)
+    return True
+
+
+def _check_cluster(opts: SearchOptions) -> dict[str, float]:
+    import ray
+
+    res = ray.cluster_resources()
+    need_cpu = opts.cpus_per_worker * opts.workers_per_trial
+    if res.get("CPU", 0) < need_cpu:
+        raise DraemZooError(f"the cluster has {res.get('CPU', 0):g} CPUs; one trial needs {need_cpu:g} "
+                            "(--cpus-per-worker x --workers-per-trial)")
+    if opts.gpus_per_trial > 0 and res.get("GPU", 0) < opts.gpus_per_trial:
+        raise DraemZooError(f"the cluster has {res.get('GPU', 0):g} GPUs; --gpus-per-trial {opts.gpus_per_trial:g} "
+                            "cannot be placed (use --gpus-per-trial 0 for CPU trials)")
+    return res
+
+
+def _max_concurrent(opts: SearchOptions, res: dict[str, float], n_categories: int) -> int:
+    if opts.max_concurrent:
+        return opts.max_concurrent
+    per_trial = opts.cpus_per_worker * opts.workers_per_trial
+    slots = int(res.get("CPU", 1) // per_trial)
+    if opts.gpus_per_trial > 0:
+        slots = min(slots, int(res.get("GPU", 0) / opts.gpus_per_trial))
+    return max(1, slots // n_categories)
+
+
+def _copy_best(final: list[dict[str, Any]], dest: Path) -> dict[str, Any] | None:
+    import ray.train
+
+    done = [f for f in final if f.get("status") == "done" and f.get("checkpoint")]
+    if not done:
+        return None
+    best = max(done, key=lambda f: f["metrics"].get("val_score") or -1.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = ray.train.Checkpoint(best["checkpoint"]).to_directory(tmp)
+        staging = dest.with_name(dest.name + ".staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for name in ("model.safetensors", "config.json", "history.json"):
+            if (Path(local) / name).is_file():
+                shutil.copy2(Path(local) / name, staging / name)
+        shutil.rmtree(dest, ignore_errors=True)
+        staging.replace(dest)
+    return best
+
+
+def run_search(opts: SearchOptions) -> dict[str, Any]:
+    pre = preflight(opts)
+    out: Path = pre["out"]
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / "search.json"
+    if opts.resume:
+        meta = json.loads(meta_path.read_text())
+        if meta["space_sha256"] != hashlib.sha256(pre["space"].source().encode()).hexdigest():
+            raise DraemZooError(f"{opts.space}: the search-space file changed since this search started; "
+                                "resume with the same file, or start a new search")
+    else:
+        meta = {"search_id": f"{out.name}-{uuid.uuid4().hex[:8]}", "created": time.time(), "version": __version__,
+                "space": str(opts.space), "space_sha256": hashlib.sha256(pre["space"].source().encode()).hexdigest(),
+                "options": dataclasses.asdict(opts), "budget": pre["budget"], "final_budget": pre["final_budget"],
+                "categories": pre["categories"], "storage": pre["storage"], "base": pre["base"].to_dict()}
+        results.write_json(meta_path, meta)
+    started_ray = _start_ray(opts)
+    import ray
+
+    try:
+        res = _check_cluster(opts)
+        from .category import CategorySearch
+
+        settings = {"search_id": meta["search_id"], "storage": pre["storage"], "trials": opts.trials,
+                    "budget": pre["budget"], "final_budget": pre["final_budget"], "validations": opts.validations,
+                    "workers_per_trial": opts.workers_per_trial, "gpus_per_trial": opts.gpus_per_trial,
+                    "cpus_per_worker": opts.cpus_per_worker, "final_workers": opts.final_workers,
+                    "final_seeds": opts.final_seeds, "retries": opts.retries, "sampler": opts.sampler,
+                    "seed": opts.seed, "reduction_factor": opts.reduction_factor,
+                    "grace_validations": opts.grace_validations, "lr_scaling": opts.lr_scaling,
+                    "max_concurrent": _max_concurrent(opts, res, len(pre["categories"])),
+                    "crash_at_iteration": opts.crash_at_iteration,
+                    "placement": "SPREAD" if opts.workers_per_trial > 1 else "PACK"}
+        space_copy = out / "space.py"
+        if not opts.resume:
+            space_copy.write_text(pre["space"].source())
+        actors = {c: CategorySearch.remote(c, str(space_copy), pre["base"].to_dict(), settings)
+                  for c in pre["categories"]}
+        pending = {actors[c].run.remote(opts.resume): c for c in pre["categories"]}
+        summaries: dict[str, dict] = {}
+        last_print = ""
+        while pending:
+            done, _ = ray.wait(list(pending), timeout=opts.poll_seconds, num_returns=1)
+            for ref in done:
+                cat = pending.pop(ref)
+                summary = ray.get(ref)
+                best = _copy_best(summary.get("final") or [], out / cat / "best")
+                summary["exported_seed"] = best["seed"] if best else None
+                results.write_category(out, summary)
+                summaries[cat] = summary
+            snapshots = ray.get([actors[c].progress.remote() for c in pre["categories"]])
+            status = {"search_id": meta["search_id"], "state": "running" if pending else "done",
+                      "updated": time.time(), "trials_per_category": opts.trials, "categories": snapshots}
+            results.write_json(out / "status.json", status)
+            if opts.progress:
+                text = results.format_status(status)
+                if text.split("\n", 1)[1] != last_print:
+                    print(text, file=sys.stderr, flush=True)
+                    last_print = text.split("\n", 1)[1]
+        tables = results.write_tables(out)
+        return {"results": str(out), "search_id": meta["search_id"], "tables": {k: str(v) for k, v in tables.items()},
+                "categories": {c: {"best_trial": (s.get("best_trial") or {}).get("trial_id"),
+                                   "error": s.get("error"), "study": s.get("study"),
+                                   "model_dir": str(out / c / "best") if (out / c / "best").is_dir() else None}
+                               for c, s in summaries.items()}}
+    finally:
+        if started_ray:
+            ray.shutdown()

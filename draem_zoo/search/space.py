@@ -1,0 +1,179 @@
+"""Search-space files: Python files defining ``space(trial)`` with Optuna's trial API.
+
+    METRIC = "best_val_score"   # optional (default): best validation score of the trial so far
+    MODE = "max"                # optional (default max)
+    SAMPLER = "tpe"             # optional: tpe (default), random, grid
+    GRID = {...}                # for SAMPLER = "grid": {param: [values]}
+    BUDGET = 2000               # optional default for --budget (iterations per trial)
+    FINAL_BUDGET = 0            # optional default for --final-budget (0 = paper budget)
+
+    def space(trial):
+        variant = trial.suggest_categorical("model.variant", ["paper", "timm-resnet18"])
+        trial.suggest_float("loss.ssim_weight", 0.1, 10.0, log=True)
+        if variant.startswith("timm-"):
+            trial.suggest_categorical("model.disc_width", [16, 32])
+        return {"train.batch_size": 8}      # constants
+
+Parameter names are run-config keys (``draem-zoo config`` lists them); names starting
+with "_" are helpers (recorded with the trial, not applied); the returned dict holds
+constants. A space is checked before any trial starts: every suggestion of
+a few dozen random draws must make a valid run config and a buildable model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ConfigError, DraemZooError
+
+SAMPLERS = ("tpe", "random", "grid")
+
+
+@dataclasses.dataclass
+class SearchSpace:
+    path: Path
+    fn: Callable[[Any], dict | None]
+    metric: str = "best_val_score"
+    mode: str = "max"
+    sampler: str = "tpe"
+    grid: dict[str, list] | None = None
+    budget: int | None = None
+    final_budget: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def source(self) -> str:
+        return self.path.read_text()
+
+    def make_sampler(self, seed: int | None = None, name: str | None = None):
+        import optuna
+
+        which = name or self.sampler
+        if which == "tpe":
+            return optuna.samplers.TPESampler(seed=seed)
+        if which == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if which == "grid":
+            if not self.grid:
+                raise ConfigError(f"{self.path}: SAMPLER = 'grid' needs GRID = {{param: [values, ...]}}")
+            return optuna.samplers.GridSampler(self.grid, seed=seed)
+        raise ConfigError(f"sampler {which!r}: choose one of {', '.join(SAMPLERS)}")
+
+    def grid_size(self) -> int | None:
+        if not self.grid:
+            return None
+        n = 1
+        for values in self.grid.values():
+            n *= len(values)
+        return n
+
+
+class SpaceFunction:
+    """``space(trial)`` of a search-space file, picklable by its source text.
+
+    Tune checkpoints the Optuna searcher with plain ``pickle``, which cannot pickle a
+    function of a module loaded from a file path; this object re-creates it instead.
+    """
+
+    def __init__(self, source: str, filename: str):
+        self.source, self.filename = source, filename
+        self._namespace: dict[str, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"source": self.source, "filename": self.filename}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["source"], state["filename"])
+
+    @property
+    def namespace(self) -> dict[str, Any]:
+        if self._namespace is None:
+            ns: dict[str, Any] = {"__name__": f"draem_space_{Path(self.filename).stem}", "__file__": self.filename}
+            exec(compile(self.source, self.filename, "exec"), ns)
+            self._namespace = ns
+        return self._namespace
+
+    def __call__(self, trial) -> dict | None:
+        return self.namespace["space"](trial)
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    path = Path(path)
+    if not path.is_file():
+        hint = ", ".join(sorted(p.name for p in Path("search_spaces").glob("*.py"))) if Path("search_spaces").is_dir() else ""
+        raise DraemZooError(f"{path}: no such search-space file" + (f" (search_spaces/ has {hint})" if hint else ""))
+    fn = SpaceFunction(path.read_text(), str(path))
+    try:
+        module = fn.namespace
+    except Exception as exc:
+        raise DraemZooError(f"{path}: the file does not run ({type(exc).__name__}: {exc})") from None
+    space = module.get("space")
+    if not callable(space) or len(inspect.signature(space).parameters) != 1:
+        raise DraemZooError(f"{path}: defines no function space(trial); a search-space file needs "
+                            "`def space(trial): ...` using Optuna's trial.suggest_* API")
+    mode = module.get("MODE", "max")
+    if mode not in ("max", "min"):
+        raise DraemZooError(f"{path}: MODE = {mode!r}; use 'max' or 'min'")
+    sampler = module.get("SAMPLER", "tpe")
+    if sampler not in SAMPLERS:
+        raise DraemZooError(f"{path}: SAMPLER = {sampler!r}; use one of {', '.join(SAMPLERS)}")
+    return SearchSpace(path, fn, module.get("METRIC", "best_val_score"), mode, sampler, module.get("GRID"),
+                       module.get("BUDGET"), module.get("FINAL_BUDGET"))
+
+
+def suggest(space: SearchSpace, trial) -> dict[str, Any]:
+    """Everything one trial draws: suggested parameters plus returned constants."""
+    constants = space.fn(trial)
+    if constants is not None and not isinstance(constants, dict):
+        raise DraemZooError(f"{space.path}: space(trial) must return a dict of constants or None, "
+                            f"got {type(constants).__name__}")
+    return {**trial.params, **(constants or {})}
+
+
+def overrides_of(params: dict[str, Any]) -> dict[str, Any]:
+    """The run-config overrides in a trial's parameters (names starting with "_" are helpers)."""
+    return {k: v for k, v in params.items() if not k.startswith("_")}
+
+
+def check_space(space: SearchSpace, base, draws: int = 32, build_models: bool = True) -> list[dict[str, Any]]:
+    """Draw suggestions with a throw-away study and check each makes a valid run (and model)."""
+    import optuna
+
+    from ..model import build_model
+    from ..runconfig import make_run_config
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = (optuna.samplers.GridSampler(space.grid, seed=0) if space.sampler == "grid" and space.grid
+               else optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(direction="maximize" if space.mode == "max" else "minimize", sampler=sampler)
+    seen_models: set[str] = set()
+    drawn = []
+    n = min(draws, space.grid_size() or draws)
+    for _ in range(n):
+        trial = study.ask()
+        try:
+            overrides = suggest(space, trial)
+            run = make_run_config(overrides_of(overrides), base=base)
+        except DraemZooError as exc:
+            raise DraemZooError(f"{space.path}: suggestion {trial.params} is invalid: {exc}") from None
+        except Exception as exc:
+            raise DraemZooError(f"{space.path}: space(trial) failed ({type(exc).__name__}: {exc})") from None
+        key = repr(sorted(dataclasses.asdict(run.model).items()))
+        if build_models and key not in seen_models:
+            seen_models.add(key)
+            try:
+                build_model(dataclasses.replace(run.model, image_size=64))
+            except DraemZooError as exc:
+                raise DraemZooError(f"{space.path}: suggests a model that cannot be built "
+                                    f"({trial.params}): {exc}") from None
+        drawn.append(overrides)
+        try:
+            study.tell(trial, 0.0)
+        except RuntimeError:  # a grid sampler stops the study once its grid is exhausted
+            break
+    return drawn

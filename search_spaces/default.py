@@ -1,0 +1,32 @@
+"""The default DRAEM search: loss weights, learning rate, simulation strength and backbone.
+
+Around the paper's values: lambda (SSIM weight) log-uniform in [0.1, 10], focal gamma in
+[0, 5], learning rate log-uniform around 1e-4, opacity range, anomaly probability, and the
+backbone, with per-backbone parameters. The mean-filter size is not searched: every trial
+scores all sizes on its validation maps and reports the best.
+"""
+
+METRIC = "best_val_score"  # validation score of the best checkpoint so far
+MODE = "max"
+SAMPLER = "tpe"
+BUDGET = 20000       # iterations per trial at most (ASHA stops weak trials early)
+FINAL_BUDGET = 0     # 0 = the paper's 700 epochs for the category
+
+BACKBONES = ["paper", "paper-small", "timm-resnet18", "timm-efficientnet_b0", "timm-mobilenetv3_large_100",
+             "timm-convnext_nano"]
+
+
+def space(trial):
+    variant = trial.suggest_categorical("model.variant", BACKBONES)
+    trial.suggest_float("loss.ssim_weight", 0.1, 10.0, log=True)
+    trial.suggest_float("loss.focal_gamma", 0.0, 5.0)
+    trial.suggest_float("train.lr", 2e-5, 5e-4, log=True)
+    beta_hi = trial.suggest_float("_beta_high", 0.5, 1.0)  # "_": a helper, not a config key
+    trial.suggest_float("synthesis.anomaly_prob", 0.3, 0.8)
+    if variant.startswith("timm-"):
+        # decoder / stem width of the timm U-Net, and the reconstructive network's width
+        trial.suggest_categorical("model.disc_width", [16, 32, 64])
+        trial.suggest_categorical("model.rec_width", [32, 64, 128])
+    elif variant == "paper-small":
+        trial.suggest_categorical("loss.focal_alpha", [None, 0.25, 0.5, 0.75])
+    return {"synthesis.beta": [0.0, beta_hi], "train.batch_size": 8}
