@@ -8,11 +8,24 @@ with exit status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from .__about__ import __version__
+from .commands import (
+    cmd_compare,
+    cmd_config,
+    cmd_convert_official,
+    cmd_describe,
+    cmd_evaluate,
+    cmd_predict,
+    cmd_publish,
+    cmd_pull,
+    cmd_quickstart,
+    cmd_search,
+    cmd_status,
+    cmd_train,
+    cmd_variants,
+)
 from .errors import DraemZooError
 
 EPILOG = """start here:
@@ -29,268 +42,32 @@ ROOT/CATEGORY/ground_truth/<defect>/<name>_mask.png.
 """
 
 
-def _load_model(spec: str, device: str = "cpu"):
-    from . import load
-
-    return load(spec, device=device)
-
-
-def _device(name: str) -> str:
-    from .trainer import resolve_device
-
-    return str(resolve_device(name))
-
-
-def cmd_variants(args: argparse.Namespace) -> int:
-    from .variants import ModelConfig, list_variants
-
-    for name in list_variants():
-        cfg = ModelConfig.for_variant(name)
-        enc = cfg.disc_encoder or "paper U-Net"
-        print(f"{name:28s} rec_width={cfg.rec_width:<4d} disc_width={cfg.disc_width:<4d} encoder={enc}")
-    print("timm-<name> works for any timm CNN that builds with features_only=True")
-    return 0
-
-
-def cmd_convert_official(args: argparse.Namespace) -> int:
-    from .convert import convert_official
-
-    out = convert_official(args.rec, args.seg, args.out_dir, image_size=args.image_size)
-    print(json.dumps({"model_dir": str(out), "channel_order": "BGR", "image_size": args.image_size}))
-    return 0
-
-
-def run_config_from_args(args: argparse.Namespace):
-    from .runconfig import make_run_config
-
-    flags = {"data.root": args.data, "data.category": args.category, "model.image_size": args.image_size,
-             "train.iterations": args.iterations, "train.batch_size": args.batch_size,
-             "synthesis.anomaly_source": args.anomaly_source, "train.seed": args.seed, "train.device": args.device}
-    items = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    return make_run_config(items + list(args.set or []), variant=args.variant)
-
-
-def cmd_config(args: argparse.Namespace) -> int:
-    from .runconfig import make_run_config
-
-    cfg = make_run_config(list(args.set or []), variant=args.variant)
-    print(json.dumps(cfg.to_dict(), indent=2))
-    return 0
-
-
-def cmd_describe(args: argparse.Namespace) -> int:
-    from .data import describe
-
-    counts = describe(args.root)
-    if args.json:
-        print(json.dumps(counts, indent=2))
-        return 0
-    if not counts:
-        raise DraemZooError(f"{args.root}: no category folders with train/good/ found")
-    for cat, c in counts.items():
-        defects = ", ".join(f"{d} {n}" for d, n in c["test_per_defect"].items())
-        print(f"{cat:20s} train {c['train']:5d}  val {c['val']:4d}  test {c['test']:5d}  ({defects})")
-    return 0
-
-
-def _print_metrics(title: str, m: dict | None) -> None:
-    if not m:
-        return
-    keys = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro", "image_f1_max", "pixel_f1_max")
-    print(f"{title} (s_f = {m.get('filter_size')}, {m.get('n_images')} images, {m.get('n_anomalous')} anomalous)")
-    for k in keys:
-        if m.get(k) is not None:
-            print(f"  {k:14s} {100 * m[k]:6.2f}")
-    for d, v in (m.get("per_defect") or {}).items():
-        auc = "n/a" if v["image_auroc"] is None else f"{100 * v['image_auroc']:6.2f}"
-        print(f"  {'AUROC ' + d:14s} {auc}  ({v['n']} images)")
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from .workflow import train_category
-
-    run = run_config_from_args(args)
-    result = train_category(run, args.out, resume=args.resume, progress=not args.quiet)
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    val = result["validation"]
-    if val:
-        print(f"validation score {val['val_score']:.4f} at s_f = {val['val_filter_size']} "
-              f"(synthetic anomalies on {val['n_normal']} held-out normal images)")
-    _print_metrics("test metrics (reported, not used for selection)", result["test"])
-    print(f"model written to {result['model_dir']} (model.safetensors + config.json)")
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .data import DataConfig, load_category
-    from .evaluate import EvalConfig, evaluate_model
-
-    model = _load_model(args.model, _device(args.device))
-    data = load_category(DataConfig(args.data, args.category, val_fraction=0.0), model.config.image_size,
-                         progress=not args.json, splits=("test",))
-    if not len(data.test):
-        raise DraemZooError(f"{Path(args.data) / args.category / 'test'}: no test images to evaluate on")
-    cfg = EvalConfig()
-    sizes = tuple(sorted(set(cfg.filter_sizes) | {model.score_config.filter_size}))
-    cfg = EvalConfig(filter_sizes=sizes, batch_size=args.batch_size)
-    result = evaluate_model(model, data.test, data.test_labels, data.test_masks, data.test_defects, cfg,
-                            filter_size=args.filter_size, progress=not args.json)
-    result["model"] = args.model
-    result["category"] = args.category
-    if args.json:
-        print(json.dumps(result))
-    else:
-        _print_metrics(f"{args.category}: test metrics of {args.model}", result)
-    return 0
-
-
-def _inputs(paths: list[str]) -> list[Path]:
-    from .images import is_image_file
-
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found += sorted(q for q in p.rglob("*") if is_image_file(q))
-        elif p.is_file():
-            found.append(p)
-        else:
-            raise DraemZooError(f"{p}: no such file or folder")
-    if not found:
-        raise DraemZooError(f"no images found in {', '.join(paths)}")
-    return found
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-
-    from .images import read_rgb
-    from .visualize import save_overlay
-
-    model = _load_model(args.model, _device(args.device))
-    paths = _inputs(args.inputs)
-    size = model.config.image_size
-    sc = model.score_config
-    out = Path(args.out) if args.out else None
-    for start in range(0, len(paths), args.batch_size):
-        chunk = paths[start: start + args.batch_size]
-        x = torch.stack([read_rgb(p, size) for p in chunk]).float() / 255
-        pred = model.predict(x, filter_size=args.filter_size)
-        for i, p in enumerate(chunk):
-            rec = {"image": str(p), "score": float(pred.score[i]),
-                   "anomalous": None if pred.anomalous is None else bool(pred.anomalous[i]),
-                   "threshold": sc.image_threshold, "filter_size": pred.filter_size}
-            if pred.mask is not None:
-                rec["anomalous_pixels"] = round(float(pred.mask[i].float().mean()), 6)
-            if out:
-                name = f"{start + i:04d}_{p.stem}.png"
-                rec["overlay"] = str(save_overlay(out / name, x[i], pred.anomaly_map[i].cpu(),
-                                                  None if pred.mask is None else pred.mask[i].cpu(),
-                                                  rec["score"], rec["anomalous"], sc.image_threshold, p.name))
-            print(json.dumps(rec), flush=True)
-    return 0
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    from .search.driver import SearchOptions, run_search
-
-    opts = SearchOptions(
-        data=args.data, out=args.out, categories=args.categories, space=args.space, trials=args.trials,
-        budget=args.budget, final_budget=args.final_budget, address=args.address, storage=args.storage,
-        gpus_per_trial=args.gpus_per_trial, workers_per_trial=args.workers_per_trial,
-        cpus_per_worker=args.cpus_per_worker, final_workers=args.final_workers, final_seeds=args.final_seeds,
-        resume=args.resume, sets=list(args.set or []), sampler=args.sampler, seed=args.seed, retries=args.retries,
-        max_concurrent=args.max_concurrent, lr_scaling=args.lr_scaling, num_cpus=args.num_cpus,
-        progress=not args.quiet)
-    result = run_search(opts)
-    print(json.dumps(result, indent=None if args.json else 2))
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from .search.results import format_status
-
-    path = Path(args.results) / "status.json"
-    if not path.is_file():
-        raise DraemZooError(f"{args.results}: no status.json; is it the --out folder of draem-zoo search?")
-    status = json.loads(path.read_text())
-    print(json.dumps(status) if args.json else format_status(status))
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from .search.results import categories, write_tables
-
-    if not categories(Path(args.results)):
-        raise DraemZooError(f"{args.results}: no finished categories (no <category>/summary.json) to compare")
-    for name, path in write_tables(Path(args.results)).items():
-        print(path)
-    if not args.quiet:
-        print((Path(args.results) / "leaderboard.md").read_text())
-        print((Path(args.results) / "backbones.md").read_text())
-    return 0
-
-
-def cmd_publish(args: argparse.Namespace) -> int:
-    from .hub.publish import build_releases, plan, publish
-
-    cats = [c for c in (args.categories or "").split(",") if c] or None
-    releases = build_releases(args.results, args.org, args.prefix, args.dataset, args.license, cats)
-    if args.dry_run:
-        print(json.dumps({"dry_run": True, "would_upload": plan(releases)}, indent=2))
-        return 0
-    done = publish(releases, args.org, args.prefix, private=args.private, log=lambda m: print(m, file=sys.stderr))
-    print(json.dumps({"published": done}))
-    return 0
-
-
-def cmd_pull(args: argparse.Namespace) -> int:
-    from .hub.download import pull
-
-    cats = [c for c in (args.categories or "").split(",") if c] or None
-    for entry in pull(args.org, args.dir, cats, args.prefix):
-        print(json.dumps(entry))
-    return 0
-
-
-def cmd_quickstart(args: argparse.Namespace) -> int:
-    from .quickstart import run_quickstart
-
-    run_quickstart(args.out, trials=args.trials, progress=not args.quiet)
-    return 0
-
-
-def _add_zoo(sub) -> None:
-    p = sub.add_parser("publish", help="publish a search's best models to the Hugging Face Hub",
-                       description="One model repository per category (ORG/PREFIX-CATEGORY) with model.safetensors, "
-                       "config.json and a model card; one commit and a tag per release, none when nothing changed; "
-                       "and a zoo index (ORG/PREFIX-index). The token comes from HF_TOKEN or `hf auth login`.")
-    p.add_argument("results", metavar="RESULTS")
-    p.add_argument("--org", required=True, help="Hub user or organisation")
-    p.add_argument("--prefix", default="draem-mvtec", help="repository name prefix (default draem-mvtec)")
-    p.add_argument("--categories", default=None, help="a,b (default: every exported category)")
-    p.add_argument("--dataset", default=None, help="training data name for the card (default: from the data root)")
-    p.add_argument("--license", default=None,
-                   help="license of the training data, inherited by the model (MVTec AD: cc-by-nc-sa-4.0, detected)")
-    p.add_argument("--private", action="store_true")
-    p.add_argument("--dry-run", action="store_true", help="show what would be uploaded; upload nothing")
-    p.set_defaults(func=cmd_publish)
-
-    p = sub.add_parser("pull", help="download a whole zoo into a folder (for air-gapped sites)")
-    p.add_argument("org", metavar="ORG")
-    p.add_argument("dir", metavar="DIR")
-    p.add_argument("--categories", default=None)
-    p.add_argument("--prefix", default="draem-mvtec")
-    p.set_defaults(func=cmd_pull)
-
-    p = sub.add_parser("quickstart", help="the whole chain on this machine in a few minutes, no internet",
-                       description="Make a demo dataset, run a short search on embedded Ray, export the best model "
-                       "per category, render model cards, write a local zoo, predict and draw overlays.")
-    p.add_argument("--out", default=None, metavar="DIR", help="where to put everything (default: a temp folder)")
-    p.add_argument("--trials", type=int, default=4, help="search trials per category (default 4)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_quickstart)
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train one model on one category and write its model directory",
+        description="Train DRAEM on ROOT/CATEGORY/train/good, choose the mean-filter size and thresholds on a "
+        "synthetic validation set made from held-out normal images, report test metrics, and write "
+        "OUT/model.safetensors + OUT/config.json. Checkpoints go to OUT/checkpoints; --resume continues.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  draem-zoo train --data mvtec --category bottle --out runs/bottle --variant paper\n"
+        "  draem-zoo train --data mvtec --category grid --out runs/grid --set loss.ssim_weight=2 "
+        "--set loss.focal_gamma=3\n  (draem-zoo config lists every --set key)")
+    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root in MVTec AD layout")
+    p.add_argument("--category", required=True, metavar="NAME", help="category folder under ROOT")
+    p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
+    p.add_argument("--variant", default=None, help="model variant (default paper; see draem-zoo variants)")
+    p.add_argument("--iterations", type=int, default=None, help="iteration budget (default: the paper's 700 epochs)")
+    p.add_argument("--image-size", type=int, default=None, help="training size (default 256)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 8)")
+    p.add_argument("--anomaly-source", default=None, metavar="DIR",
+                   help="texture folder, e.g. dtd/images (default: procedural textures)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. loss.ssim_weight=2")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last")
+    p.add_argument("--json", action="store_true", help="print the result summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
 
 
 def _add_search(sub) -> None:
@@ -344,32 +121,36 @@ def _add_search(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser(
-        "train", help="train one model on one category and write its model directory",
-        description="Train DRAEM on ROOT/CATEGORY/train/good, choose the mean-filter size and thresholds on a "
-        "synthetic validation set made from held-out normal images, report test metrics, and write "
-        "OUT/model.safetensors + OUT/config.json. Checkpoints go to OUT/checkpoints; --resume continues.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  draem-zoo train --data mvtec --category bottle --out runs/bottle --variant paper\n"
-        "  draem-zoo train --data mvtec --category grid --out runs/grid --set loss.ssim_weight=2 "
-        "--set loss.focal_gamma=3\n  (draem-zoo config lists every --set key)")
-    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root in MVTec AD layout")
-    p.add_argument("--category", required=True, metavar="NAME", help="category folder under ROOT")
-    p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
-    p.add_argument("--variant", default=None, help="model variant (default paper; see draem-zoo variants)")
-    p.add_argument("--iterations", type=int, default=None, help="iteration budget (default: the paper's 700 epochs)")
-    p.add_argument("--image-size", type=int, default=None, help="training size (default 256)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 8)")
-    p.add_argument("--anomaly-source", default=None, metavar="DIR",
-                   help="texture folder, e.g. dtd/images (default: procedural textures)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. loss.ssim_weight=2")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last")
-    p.add_argument("--json", action="store_true", help="print the result summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_train)
+def _add_zoo(sub) -> None:
+    p = sub.add_parser("publish", help="publish a search's best models to the Hugging Face Hub",
+                       description="One model repository per category (ORG/PREFIX-CATEGORY) with model.safetensors, "
+                       "config.json and a model card; one commit and a tag per release, none when nothing changed; "
+                       "and a zoo index (ORG/PREFIX-index). The token comes from HF_TOKEN or `hf auth login`.")
+    p.add_argument("results", metavar="RESULTS")
+    p.add_argument("--org", required=True, help="Hub user or organisation")
+    p.add_argument("--prefix", default="draem-mvtec", help="repository name prefix (default draem-mvtec)")
+    p.add_argument("--categories", default=None, help="a,b (default: every exported category)")
+    p.add_argument("--dataset", default=None, help="training data name for the card (default: from the data root)")
+    p.add_argument("--license", default=None,
+                   help="license of the training data, inherited by the model (MVTec AD: cc-by-nc-sa-4.0, detected)")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="show what would be uploaded; upload nothing")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("pull", help="download a whole zoo into a folder (for air-gapped sites)")
+    p.add_argument("org", metavar="ORG")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--categories", default=None)
+    p.add_argument("--prefix", default="draem-mvtec")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("quickstart", help="the whole chain on this machine in a few minutes, no internet",
+                       description="Make a demo dataset, run a short search on embedded Ray, export the best model "
+                       "per category, render model cards, write a local zoo, predict and draw overlays.")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to put everything (default: a temp folder)")
+    p.add_argument("--trials", type=int, default=4, help="search trials per category (default 4)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_quickstart)
 
 
 def build_parser() -> argparse.ArgumentParser:

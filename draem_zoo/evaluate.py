@@ -8,8 +8,9 @@ AP / F1-max and AUPRO (independent of s_f), and per-defect-type image AUROC.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch

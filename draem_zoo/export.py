@@ -42,10 +42,14 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def state_digest(model: torch.nn.Module) -> str:
-    """sha256 over a model's state dict (names and bytes), e.g. to check DDP ranks agree."""
+def parameters_digest(model: torch.nn.Module) -> str:
+    """sha256 over a model's parameters (names and bytes): DDP ranks must agree on it.
+
+    BatchNorm running statistics are left out: DDP re-broadcasts rank 0's at every forward,
+    but each rank then updates its own copy with its own batch.
+    """
     h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
+    for k, v in sorted(model.named_parameters()):
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()

@@ -8,9 +8,9 @@ filter, which antialiases when shrinking; masks use nearest-neighbour.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch

@@ -33,6 +33,7 @@ from .errors import ConfigError
 from .perlin import gradient_angles, masks_from_draws
 from .textures import TextureBank
 
+
 @dataclass
 class SynthesisConfig:
     """Anomaly simulation; every default is the original DRAEM's value.
@@ -131,7 +132,6 @@ class AnomalySynthesizer:
     def draw(self, b: int) -> dict[str, torch.Tensor]:
         """Every random number one batch of ``b`` samples needs."""
         c, g, dev = self.cfg, self.generator, self.device
-        k = c.num_augmentations
 
         def u(*shape: int) -> torch.Tensor:
             return torch.rand(*shape, generator=g, device=dev)

@@ -21,7 +21,7 @@ def overlay_panel(image: torch.Tensor, anomaly_map: torch.Tensor, mask: torch.Te
     rgb = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
     amap = anomaly_map[0].float().cpu().numpy()
     over = (0.55 * rgb + 0.45 * _heat(amap)).astype(np.uint8)
-    h, w = amap.shape
+    h = amap.shape[0]
     if mask is not None:
         m = mask[0].cpu().numpy().astype(bool)
         shown = rgb.copy()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -99,9 +100,9 @@ def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, pr
                       callbacks=callbacks, forward=forward if forward is not model else None, rank=dist.rank,
                       is_main=dist.is_main, progress=progress, lr_scale=dist.lr_scale)
     fit = trainer.fit(resume=resume)
-    from .export import state_digest
+    from .export import parameters_digest
 
-    digest = state_digest(model)  # the last weights; DDP ranks must agree
+    digest = parameters_digest(model)  # the last weights; DDP ranks must agree
     if not dist.is_main:
         return {"rank": dist.rank, "iterations": fit["iterations"], "resumed_from": fit["resumed_from"],
                 "last_weights_sha256": digest}

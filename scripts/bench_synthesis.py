@@ -56,7 +56,7 @@ def main() -> None:
     for threads in (1, 2):
         torch.set_num_threads(threads)
         synth = AnomalySynthesizer(cfg, bank, make_generator(0))
-        rates = rate(lambda: synth(images), args.batch, args.seconds, args.rounds)
+        rates = rate(lambda synth=synth: synth(images), args.batch, args.seconds, args.rounds)
         med = statistics.median(rates)
         print(json.dumps({
             "bench": "synthesis", "device": "cpu", "threads": threads, "batch": args.batch, "size": args.size,

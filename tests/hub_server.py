@@ -243,7 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.stand_in._track_connection(self.connection, open_=False)  # type: ignore[attr-defined]
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep the test output quiet
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _read_body(self) -> bytes:

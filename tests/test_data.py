@@ -37,7 +37,7 @@ def test_rgba_and_16bit_images_are_read(root):
     rgba[..., 1] = 180
     rgba[..., 3] = 255
     Image.fromarray(rgba, "RGBA").save(good / "rgba.png")
-    Image.fromarray((np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 60)).save(good / "deep.png")
+    Image.fromarray(np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 60).save(good / "deep.png")
     data = load_category(DataConfig(str(root), "weave", val_fraction=0.0), 32)
     assert data.train.shape[0] == 12
 

@@ -7,10 +7,9 @@ import hashlib
 import json
 import os
 
+import huggingface_hub
 import pytest
 from hub_server import DEFAULT_TOKEN, HubStandIn, hub_client, hub_env  # noqa: F401 - hub_env is a fixture
-
-import huggingface_hub
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     HfHubHTTPError,
@@ -174,7 +173,7 @@ def test_hub_server_tags_and_refs(hub_env):
 
 
 def test_hub_server_pinned_revision_returns_old_bytes(hub_env):
-    hub, api = hub_env.hub, HfApi()
+    api = HfApi()
     first = _seed(api)
     api.create_tag(REPO, tag="v1", revision=first)
     api.create_commit(REPO, operations=_ops(weights=_weights(1), config=b"{}"), commit_message="retrain")

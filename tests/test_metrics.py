@@ -59,7 +59,7 @@ def test_aupro_hand_computed_case():
 def test_aupro_regions_are_eight_connected_and_perfect_maps_score_one():
     mask = np.zeros((1, 8, 8), dtype=bool)
     mask[0, 1, 1] = mask[0, 2, 2] = True  # diagonal neighbours: one region
-    fpr, pro = pro_curve(mask, np.where(mask, 1.0, 0.0))
+    _, pro = pro_curve(mask, np.where(mask, 1.0, 0.0))
     assert pro[1] == pytest.approx(1.0)  # both pixels at the top score belong to the single region
     rng = np.random.default_rng(1)
     masks = rng.random((3, 12, 12)) < 0.05

@@ -86,7 +86,7 @@ def test_parity_cli_convert_official(ref, tmp_path):
     assert cfg["model"]["channel_order"] == "BGR" and cfg["model"]["image_size"] == 64
     model = load(str(out))
     with torch.no_grad():
-        rec, logits = model(ref["input"])
+        _, logits = model(ref["input"])
     torch.testing.assert_close(logits, ref["expected_seg_logits"], atol=ATOL, rtol=0)
     torch.testing.assert_close(model.predict(ref["input"].flip(1)).score, ref["expected_image_score_21"], atol=ATOL,
                                rtol=0)

@@ -19,8 +19,9 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..__about__ import __version__
 from ..errors import DraemZooError

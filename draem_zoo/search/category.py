@@ -12,6 +12,7 @@ seed; the result carries the test metrics and the exported model directory.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,36 @@ from ..runconfig import RunConfig, make_run_config
 from . import progress
 from .space import load_space, overrides_of
 from .trial import make_trainer, trial_trainable
+
+try:
+    from ray.tune.search.optuna import OptunaSearch as _OptunaSearch
+except ImportError:  # optuna missing: load_space / check_space already said so
+    _OptunaSearch = object  # type: ignore[assignment,misc]
+
+
+class DurableOptunaSearch(_OptunaSearch):
+    """``OptunaSearch`` over a durable (SQLite) study.
+
+    After a driver crash, Tune restarts the trials that were running at its last experiment
+    checkpoint; one of them may have finished (and been told to the study) after that
+    checkpoint. Its repeated reports are ignored instead of failing the search.
+    """
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        import optuna
+
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+
+
+def _trial_id_from_path(path: str | None) -> str | None:
+    import re
+
+    match = re.search(r"_([0-9a-f]{5,})_\d+_", Path(path).name) if path else None
+    return match.group(1) if match else None
+
 
 def _optuna_storage(storage: str, experiment: str):
     if "://" in storage:
@@ -36,6 +67,12 @@ def _optuna_storage(storage: str, experiment: str):
 @ray.remote(num_cpus=0.01, max_concurrency=4)
 class CategorySearch:
     def __init__(self, category: str, space_path: str, base: dict[str, Any], settings: dict[str, Any]):
+        import os
+
+        # Tune persists its experiment state (trial statuses, scheduler, searcher) at this period;
+        # what happened after the last save is redone on --resume, so keep it short (the state is
+        # small: the study itself lives in SQLite).
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(settings.get("experiment_checkpoint_s", 1)))
         self.category = category
         self.space = load_space(space_path)
         self.base = make_run_config({"data.category": category}, base=RunConfig.from_dict(base)).to_dict()
@@ -49,22 +86,27 @@ class CategorySearch:
 
     def _tuner(self, resume: bool) -> tune.Tuner:
         from ray.tune.schedulers import ASHAScheduler
-        from ray.tune.search.optuna import OptunaSearch
 
         s, sp = self.settings, self.space
         exp = s["experiment"]
-        trainable = tune.with_resources(tune.with_parameters(trial_trainable, base=self.base, settings=s),
-                                        {"CPU": 0.01})
+        inner = tune.with_parameters(trial_trainable, base=self.base, settings=s)
+        # Tune registers trainables by name in a registry shared by the whole Ray job: every
+        # category's searcher runs in the same job, so a shared name would let one category's
+        # trials run with another's base config (its data). One name per experiment.
+        inner.__name__ = "trial_" + re.sub(r"[^A-Za-z0-9]+", "-", exp)
+        trainable = tune.with_resources(inner, {"CPU": 0.01})
         path = f"{s['storage'].rstrip('/')}/{exp}"
         if resume and tune.Tuner.can_restore(path):
             return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
         every = max(1, math.ceil(s["budget"] / s["validations"]))
-        searcher = OptunaSearch(space=sp.fn, metric=sp.metric, mode=sp.mode,
+        searcher = DurableOptunaSearch(space=sp.fn, metric=sp.metric, mode=sp.mode,
                                 sampler=sp.make_sampler(s.get("seed", 0), s.get("sampler")),
                                 storage=_optuna_storage(s["storage"], exp), study_name=exp)
         scheduler = ASHAScheduler(time_attr="iteration", metric=sp.metric, mode=sp.mode, max_t=s["budget"],
                                   grace_period=max(every, min(s["budget"], every * s.get("grace_validations", 2))),
-                                  reduction_factor=s.get("reduction_factor", 2))
+                                  reduction_factor=s.get("reduction_factor", 2),
+                                  # a trial at the budget ends by itself, after its final report (test metrics)
+                                  stop_last_trials=False)
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s["trials"],
@@ -104,7 +146,7 @@ class CategorySearch:
         params = dict(result.config or {})
         best_scores = [c["best_val_score"] for c in curve if c.get("best_val_score") is not None]
         return {
-            "trial_id": Path(result.path).name.split("_")[1] if result.path and "_" in Path(result.path).name else None,
+            "trial_id": m.get("trial_id") or _trial_id_from_path(result.path),
             "params": params, "overrides": overrides_of(params),
             "status": "ERROR" if result.error else "TERMINATED",
             "error": str(result.error).splitlines()[0][:500] if result.error else None,
@@ -112,7 +154,7 @@ class CategorySearch:
             "stopped_early": (m.get("iteration") or 0) < self.settings["budget"] and not result.error,
             "best_val_score": max(best_scores) if best_scores else m.get("best_val_score"),
             "val_filter_size": m.get("val_filter_size"),
-            "resumed": bool(m.get("resumed")),
+            "resumed": bool(m.get("resumed")), "category": m.get("category"),
             "train_seconds": m.get("train_seconds"), "params_count": m.get("params"),
             "test": {k[5:]: m.get(k) for k in m if k.startswith("test_")} or None,
             "curve": curve, "path": result.path,

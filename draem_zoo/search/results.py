@@ -216,11 +216,11 @@ def status_rows(status: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for cat in status.get("categories", []):
         trials = cat.get("trials", [])
-        count = lambda st: sum(1 for t in trials if t.get("status") == st)  # noqa: E731
+        counts = {st: sum(1 for t in trials if t.get("status") == st) for st in ("RUNNING", "TERMINATED", "ERROR")}
         scores = [t.get("best_val_score") for t in trials if t.get("best_val_score") is not None]
         finals = cat.get("final", [])
-        rows.append({"category": cat["category"], "phase": cat.get("phase"), "running": count("RUNNING"),
-                     "done": count("TERMINATED"), "errors": count("ERROR"),
+        rows.append({"category": cat["category"], "phase": cat.get("phase"), "running": counts["RUNNING"],
+                     "done": counts["TERMINATED"], "errors": counts["ERROR"],
                      "of": status.get("trials_per_category"), "best_val": max(scores) if scores else None,
                      "final": ", ".join(f"seed {f['seed']}: {f['status']}" for f in finals) or "-"})
     return rows
@@ -234,8 +234,8 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [head]
     for r in rows:
         best = "-" if r["best_val"] is None else f"{r['best_val']:.4f}"
-        lines.append(f"{r['category']:16s} {str(r['phase']):8s} {r['done']:5d} {r['running']:4d} {r['errors']:4d} "
-                     f"{str(r['of']):>4s} {best:>9s}  {r['final']}")
+        lines.append(f"{r['category']:16s} {r['phase']!s:8s} {r['done']:5d} {r['running']:4d} {r['errors']:4d} "
+                     f"{r['of']!s:>4s} {best:>9s}  {r['final']}")
     return "\n".join(lines)
 
 

@@ -32,6 +32,7 @@ from ..workflow import Distributed, train_category
 from .space import overrides_of
 
 HEADLINE = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
+FINAL = "final.json"  # in the last checkpoint of a finished run
 
 
 def _local_workdir(name: str, rank: int) -> Path:
@@ -54,15 +55,28 @@ def worker_loop(cfg: dict[str, Any]) -> None:
         with checkpoint.as_directory() as d:
             shutil.copytree(d, workdir, dirs_exist_ok=True)
         resume = (workdir / "checkpoints" / "last" / "meta.json").is_file()
+        if (workdir / FINAL).is_file():  # this run already finished: report its result again, train nothing
+            final = json.loads((workdir / FINAL).read_text()) if rank == 0 else {"final": True}
+            ray.train.report(dict(final, replayed=True))
+            return
     crash_at = cfg.get("crash_at_iteration")  # fault-injection for tests: first attempt only
+
+    held: dict[str, Any] = {}
 
     def report(rec: dict) -> None:
         if crash_at and not resume and rec["iteration"] >= crash_at:
             os._exit(3)  # a hard worker crash, as an OOM kill or a lost node would be
         metrics = {k: rec[k] for k in ("iteration", "total", "loss", "l2", "ssim", "focal", "lr", "it_per_s")
                    if k in rec}
+        if rec.get("total") and rec["iteration"] >= rec["total"]:
+            # The report at the budget goes out with the final one (test metrics, done marker):
+            # ASHA's top rung sits at the budget, and a trial it stops there would otherwise
+            # end without its final report.
+            held.update(metrics)
+            return
         metrics.update(val_score=rec.get("val_score"), val_filter_size=rec.get("val_filter_size"),
-                       best_val_score=rec.get("best_val_score"), resumed=resume)
+                       best_val_score=rec.get("best_val_score"), resumed=resume,
+                       category=run.data.category)
         ckpt = None
         if rec.get("checkpointed") and (workdir / "checkpoints").is_dir():
             ckpt = ray.train.Checkpoint.from_directory(str(workdir))
@@ -77,9 +91,10 @@ def worker_loop(cfg: dict[str, Any]) -> None:
     result = train_category(run, workdir, resume=resume, progress=False, callbacks=[report], dist=dist,
                             evaluate_test=cfg.get("evaluate_test", True))
     _write_rank_digest(workdir, rank, result.get("last_weights_sha256"))
-    final: dict[str, Any] = {"iteration": result["iterations"], "final": True, "resumed": resume}
+    final: dict[str, Any] = {**held, "iteration": result["iterations"], "final": True, "resumed": resume,
+                             "category": run.data.category}
     upload = None
-    if rank == 0:
+    if rank == 0:  # the last checkpoint of a finished run says so: a restore replays, never retrains
         val, test = result.get("validation") or {}, result.get("test") or {}
         final.update(val_score=val.get("val_score"), best_val_score=val.get("val_score"),
                      val_filter_size=val.get("val_filter_size"), train_seconds=result["training"]["seconds"],
@@ -87,7 +102,13 @@ def worker_loop(cfg: dict[str, Any]) -> None:
                      **{f"test_{k}": test.get(k) for k in HEADLINE})
         if cfg.get("export"):  # the model directory (and the checkpoints) as the run's last checkpoint
             (workdir / "summary.json").write_text(json.dumps(result, indent=1, default=str))
+            (workdir / FINAL).write_text(json.dumps(final))
             upload = ray.train.Checkpoint.from_directory(str(workdir))
+        else:  # a search trial: a tiny marker checkpoint is enough
+            marker = workdir / "final_marker"
+            marker.mkdir()
+            (marker / FINAL).write_text(json.dumps(final))
+            upload = ray.train.Checkpoint.from_directory(str(marker))
     ray.train.report(final, checkpoint=upload)
 
 
