@@ -99,6 +99,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if val:
         print(f"validation score {val['val_score']:.4f} at s_f = {val['val_filter_size']} "
               f"(synthetic anomalies on {val['n_normal']} held-out normal images)")
+    if (result.get("thresholds") or {}).get("image_threshold_note"):
+        print(f"note: {result['thresholds']['image_threshold_note']}")
     _print_metrics("test metrics (reported, not used for selection)", result["test"])
     print(f"model written to {result['model_dir']} (model.safetensors + config.json)")
     return 0

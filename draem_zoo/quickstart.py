@@ -45,10 +45,10 @@ def run_quickstart(out: str | Path | None = None, trials: int = 4, size: int = 6
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="draem-zoo-quickstart-"))
     out.mkdir(parents=True, exist_ok=True)
     _say(f"1/5 making a demo dataset ({', '.join(CATEGORIES)}, {size} px) in {out / 'data'}")
-    data = make_demo_dataset(out / "data", CATEGORIES, size=size, n_train=24, n_test_good=6, n_test_defect=4)
+    data = make_demo_dataset(out / "data", CATEGORIES, size=size, n_train=60, n_test_good=8, n_test_defect=4)
     _say(f"2/5 searching ({trials} trials per category, ASHA) on embedded Ray; progress tables follow")
     search = run_search(SearchOptions(data=str(data), out=str(out / "results"), space=str(space_file()),
-                                      trials=trials, sets=[f"model.image_size={size}"], cpus_per_worker=1.0,
+                                      trials=trials, sets=[f"model.image_size={size}", "data.val_fraction=0.2"], cpus_per_worker=1.0,
                                       progress=progress, poll_seconds=3.0))
     _say("3/5 rendering model cards and writing the local zoo")
     releases = build_releases(out / "results", ORG, PREFIX, dataset="draem-zoo demo (procedural surfaces)",

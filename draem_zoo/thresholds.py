@@ -48,4 +48,15 @@ def compute_thresholds(maps: torch.Tensor, vset: ValidationSet, filter_size: int
         "pixel_threshold_fpr": float(np.quantile(normal_px, 1 - target_fpr)) if normal_px.size else None,
         "n_validation_normals": int((fam == "normal").sum()),
     }
+    n = out["n_validation_normals"]
+    # With n normals, a new normal image exceeds the k-th highest of them with probability
+    # about (k + 1) / (n + 1) (exchangeability): fewer than 1/target_fpr normals cannot
+    # deliver the target, and the record says what to expect instead.
+    k = int(np.floor(target_fpr * n))
+    out["image_threshold_expected_fpr"] = round((k + 1) / (n + 1), 4) if n else None
+    if n and (k + 1) / (n + 1) > 2 * target_fpr:
+        out["image_threshold_note"] = (
+            f"only {n} validation normals: the threshold is their maximum, expect about "
+            f"{(k + 1) / (n + 1):.0%} false alarms on new normal images; hold out more normals "
+            f"(data.val_fraction) for a {target_fpr:.0%} target")
     return out

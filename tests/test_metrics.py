@@ -83,3 +83,26 @@ def test_fpr_threshold_flags_at_most_the_target_share():
         assert (normals >= np.nextafter(np.float32(t), np.float32(-1))).mean() > (normals >= t).mean() - 1e-9
         assert int((torch.from_numpy(normals) >= t).sum()) == int((normals >= t).sum())  # float32 == float64 view
     assert fpr_threshold(normals, 0.001) > normals.max()
+
+
+@pytest.mark.parametrize("n_normal, expected, noted", [(4, 0.2, True), (299, 0.01, False)])
+def test_thresholds_state_the_false_alarm_rate_few_normals_can_deliver(n_normal, expected, noted):
+    import torch
+
+    from draem_zoo.thresholds import compute_thresholds
+    from draem_zoo.validation import ValidationSet
+
+    g = torch.Generator().manual_seed(0)
+    n = n_normal + 4
+    maps = torch.rand(n, 1, 8, 8, generator=g) * 0.5
+    masks = torch.zeros(n, 1, 8, 8, dtype=torch.bool)
+    masks[n_normal:, :, 2:5, 2:5] = True
+    maps[masks] += 0.5
+    vset = ValidationSet(torch.zeros(n, 3, 8, 8, dtype=torch.uint8), masks,
+                         torch.tensor([0] * n_normal + [1] * 4), ["normal"] * n_normal + ["draem"] * 4)
+    thr = compute_thresholds(maps, vset, filter_size=1, target_fpr=0.01)
+    assert thr["n_validation_normals"] == n_normal
+    assert thr["image_threshold_expected_fpr"] == pytest.approx(expected)  # (floor(0.01 n) + 1) / (n + 1)
+    assert ("image_threshold_note" in thr) == noted
+    if noted:
+        assert "only 4 validation normals" in thr["image_threshold_note"]

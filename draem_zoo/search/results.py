@@ -68,6 +68,13 @@ def _fmt(x: Any, pct: bool = True) -> str:
     return f"{100 * x:.2f}" if pct else f"{x:.4g}"
 
 
+def _exported_filter_size(model_dir: Path) -> int | None:
+    try:
+        return _load(model_dir / "config.json")["score"]["filter_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def leaderboard(out: Path) -> list[dict[str, Any]]:
     rows = []
     for cat in categories(out):
@@ -78,7 +85,9 @@ def leaderboard(out: Path) -> list[dict[str, Any]]:
         rows.append({
             "category": cat, "variant": params.get("model.variant", "paper"), "trial_id": best.get("trial_id"),
             "trials": s.get("n_trials"), "val_score": best.get("best_val_score"),
-            "filter_size": best.get("val_filter_size"), "seeds": fs.get("seeds", 0),
+            # s_f of the exported model (chosen on its own validation maps), else the trial's
+            "filter_size": _exported_filter_size(out / cat / "best") or best.get("val_filter_size"),
+            "seeds": fs.get("seeds", 0),
             **{f"test_{k}": (fs.get(k) or {}).get("mean") for k in HEADLINE},
             **{f"test_{k}_std": (fs.get(k) or {}).get("std") for k in HEADLINE},
             "model_dir": str(out / cat / "best") if (out / cat / "best" / "model.safetensors").is_file() else None,
