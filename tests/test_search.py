@@ -166,6 +166,16 @@ def test_multinode_ddp_spreads_ranks_and_weights_agree(data, tmp_path):
         cl.shutdown()
 
 
+def _durable_checkpoint(out: Path, search_id: str, trial_id: str) -> int:
+    """Iteration of the latest checkpoint the trial's Train run has persisted (0: none)."""
+    snap = out / "ray" / f"{search_id}-weave-{trial_id}" / "checkpoint_manager_snapshot.json"
+    try:
+        latest = json.loads(snap.read_text()).get("latest_checkpoint_result") or {}
+    except (OSError, ValueError):
+        return 0
+    return int((latest.get("metrics") or {}).get("iteration") or 0)
+
+
 def test_search_resume_after_driver_sigkill(data, tmp_path):
     if ray.is_initialized():
         ray.shutdown()
@@ -189,13 +199,17 @@ def test_search_resume_after_driver_sigkill(data, tmp_path):
             continue
         trials = st["categories"][0]["trials"]
         finished_before = {t["trial_id"] for t in trials if t["status"] == "TERMINATED"}
-        # running trials that have reported (= checkpointed) but are not done
-        midway = {t["trial_id"] for t in trials if t["status"] == "RUNNING" and 0 < (t.get("iteration") or 0) < 260}
         at_kill = {t["trial_id"]: t.get("iteration") or 0 for t in trials}
+        # running trials whose Train run has persisted a checkpoint (what a resume can start from)
+        ckpt = {t["trial_id"]: _durable_checkpoint(out, st["search_id"], t["trial_id"]) for t in trials
+                if t["status"] == "RUNNING"}
+        midway = {tid for tid, it in ckpt.items() if 0 < it < 260}
         if finished_before and midway:
             break
     assert finished_before and midway, "no moment with a finished and a checkpointed running trial"
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, with no chance to clean up
+    # a checkpoint may have landed between the poll and the kill: take the latest persisted one
+    ckpt = {tid: max(it, _durable_checkpoint(out, st["search_id"], tid)) for tid, it in ckpt.items()}
     durable = {}  # what Tune had persisted when the driver died
     for state in sorted((out / "ray").glob("*-weave/experiment_state-*.json")):
         for trial_json, _ in json.loads(state.read_text())["trial_data"]:
@@ -218,9 +232,11 @@ def test_search_resume_after_driver_sigkill(data, tmp_path):
         assert not t["resumed"] or min(c["iteration"] for c in t["curve"]) >= at_kill[tid]
     for tid in midway:  # continued from their checkpoints, not from iteration 0
         t = trials[tid]
-        assert t["resumed"] and min(c["iteration"] for c in t["curve"]) >= at_kill[tid] > 0
+        assert t["resumed"] and min(c["iteration"] for c in t["curve"]) > ckpt[tid] > 0, (tid, ckpt[tid], t)
     exp = next((out / "ray").glob("*-weave"))
-    for trial_dir in exp.glob("trial_trainable_*"):
+    trial_dirs = list(exp.glob("trial_*"))
+    assert len(trial_dirs) == 4
+    for trial_dir in trial_dirs:
         finals = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
         # no trial ran twice to completion: a restored finished run replays its result, never retrains
         assert sum(1 for r in finals if r.get("final") and not r.get("replayed")) <= 1, trial_dir
