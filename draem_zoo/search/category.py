@@ -48,8 +48,6 @@ class DurableOptunaSearch(_OptunaSearch):
 
 
 def _trial_id_from_path(path: str | None) -> str | None:
-    import re
-
     match = re.search(r"_([0-9a-f]{5,})_\d+_", Path(path).name) if path else None
     return match.group(1) if match else None
 
