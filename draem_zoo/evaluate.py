@@ -28,6 +28,8 @@ class EvalConfig:
     filter_sizes: mean-filter sizes scored from the same maps (s_f is chosen on validation).
     target_fpr: false-positive rate on validation normals that sets the image threshold.
     select_on: "validation" (default); "test" picks s_f on test images (the export says so).
+    validation_families: the simulated-anomaly families of the validation set
+    (see :mod:`draem_zoo.val_anomalies`); validation_seed: the seed they are drawn from.
     """
 
     filter_sizes: tuple[int, ...] = (1, 5, 11, 21, 31, 41)
@@ -35,7 +37,7 @@ class EvalConfig:
     aupro_fpr_limit: float = 0.3
     target_fpr: float = 0.01
     select_on: Literal["validation", "test"] = "validation"
-    cutpaste_validation: bool = True
+    validation_families: tuple[str, ...] = ("draem", "faint", "small", "cutpaste", "tone", "scratch")
     validation_seed: int = 20240
 
     def validate(self) -> None:
@@ -47,6 +49,9 @@ class EvalConfig:
             raise ConfigError(f"eval.target_fpr={self.target_fpr}: must be in (0, 1)")
         if self.batch_size < 1:
             raise ConfigError("eval.batch_size must be >= 1")
+        from .validation import check_families
+
+        check_families(self.validation_families)
 
 
 def compute_maps(model: DraemModel, images: torch.Tensor, batch_size: int = 16,

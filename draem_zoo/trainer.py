@@ -243,4 +243,5 @@ class Trainer:
             self.best = {"val_score": score, "iteration": self.iteration,
                          "val_filter_size": result.get("val_filter_size")}
             self.save("best")
-        return {"val_score": score, "val_filter_size": result.get("val_filter_size")}
+        return {"val_score": score, "val_filter_size": result.get("val_filter_size"),
+                "val_filter_size_tie": result.get("val_filter_size_tie"), "val_saturation": result.get("val_saturation")}

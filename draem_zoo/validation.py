@@ -1,33 +1,38 @@
 """Validation without test data: what model selection and the search optimise.
 
-The validation set is built from the held-out normal training images only:
+The validation set is built from the held-out normal training images only: the normals
+themselves (label 0) and, for every family of :mod:`draem_zoo.val_anomalies` (training-like
+``draem``, ``faint``, ``small``, ``cutpaste``, ``tone``, ``scratch``), one anomaly made on
+each normal, graded from easy to hard. No test image is ever read here.
 
-* the normals themselves (label 0);
-* ``draem``: anomalies made from them by the training simulator with a fixed seed (no
-  base rotation, an anomaly in every image);
-* ``cutpaste`` (a harder check, a family training never uses): a rectangular patch cut
-  from another normal image, rotated and recoloured a little, pasted at a random place.
+The score, for every mean-filter size s:
 
-The validation score is the mean, over the two families, of (image AUROC + pixel AP) / 2
-on normals + that family; image AUROC is taken at the best mean-filter size, which is
-reported with it. No test image is ever read here.
+    val_score(s) = mean over families f of ( image AUROC_f(s) + pixel AP_f ) / 2
+
+where image AUROC_f is taken on the normals against family f, pixel AP_f over the pixels of
+the normals and family f. The hard families keep both terms below 1.0 for a good model, so
+checkpoints, trials and filter sizes separate. s_f is the size with the highest score; only
+when several sizes score exactly the same (every digit) is the tie broken towards the paper's
+s_f = 21, and the result says so (``val_filter_size_tie``). ``val_saturation`` is the
+fraction of (family, size) image AUROCs that are exactly 1.0: how much of the score has run
+out of room to separate models.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from . import imageops as ops
 from .metrics import image_metrics, pixel_metrics
 from .scoring import image_scores_by_size
-from .synthesis import AnomalySynthesizer, SynthesisConfig, make_generator
+from .synthesis import SynthesisConfig
 from .textures import TextureBank
+from .val_anomalies import FAMILIES, make_family
 
-FAMILIES = ("draem", "cutpaste")
+PAPER_FILTER_SIZE = 21
 
 
 @dataclass
@@ -35,80 +40,72 @@ class ValidationSet:
     images: torch.Tensor  # (K, 3, S, S) uint8
     masks: torch.Tensor  # (K, 1, S, S) bool
     labels: torch.Tensor  # (K,) int64
-    family: list[str]  # "normal", "draem" or "cutpaste" per image
+    family: list[str]  # "normal" or the family name, per image
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def counts(self) -> dict[str, int]:
+        return {f: self.family.count(f) for f in ("normal", *FAMILIES) if f in self.family}
 
-def cutpaste(images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paste a patch of another image (rotated, recoloured) into each image; (images, masks)."""
-    n, _, h, w = images.shape
-    out = images.clone()
-    masks = torch.zeros(n, 1, h, w, dtype=torch.bool)
-    for i in range(n):
-        u = torch.rand(8, generator=generator).tolist()
-        area = (0.02 + 0.1 * u[0]) * h * w
-        aspect = float(np.exp(np.log(0.3) + u[1] * (np.log(3.3) - np.log(0.3))))
-        ph = max(2, min(h - 1, int(round((area / aspect) ** 0.5))))
-        pw = max(2, min(w - 1, int(round((area * aspect) ** 0.5))))
-        src = (i + 1 + int(u[2] * max(1, n - 1))) % n if n > 1 else i
-        sy, sx = int(u[3] * (h - ph)), int(u[4] * (w - pw))
-        ty, tx = int(u[5] * (h - ph)), int(u[6] * (w - pw))
-        patch = images[src: src + 1, :, sy: sy + ph, sx: sx + pw].float() / 255
-        patch = ops.hue_saturation(patch, torch.tensor([u[7] * 0.2 - 0.1]), torch.tensor([0.1]))
-        patch = ops.brightness(patch, torch.tensor([0.8 + 0.4 * u[0]]), torch.tensor([0.0]), torch.tensor([False]))
-        out[i, :, ty: ty + ph, tx: tx + pw] = ops.to_uint8(patch)[0]
-        masks[i, :, ty: ty + ph, tx: tx + pw] = True
-    return out, masks
+
+def check_families(families: Sequence[str], key: str = "eval.validation_families") -> None:
+    from .errors import ConfigError
+
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or len(set(families)) != len(families):
+        raise ConfigError(f"{key}={list(families)}: give distinct families out of {', '.join(FAMILIES)}")
 
 
 def make_validation_set(normals: torch.Tensor, synthesis: SynthesisConfig, textures: TextureBank, seed: int,
-                        with_cutpaste: bool = True) -> ValidationSet:
-    """Normals + one DRAEM-simulated and (optionally) one cut-paste anomaly per normal."""
+                        families: Sequence[str] = FAMILIES) -> ValidationSet:
+    """The held-out normals and one anomaly of every family on each of them."""
+    check_families(families)
     normals = normals.cpu()
     n, _, h, w = normals.shape
-    images, masks, labels, family = [normals], [torch.zeros(n, 1, h, w, dtype=torch.bool)], [torch.zeros(n)], ["normal"] * n
+    images, masks, family = [normals], [torch.zeros(n, 1, h, w, dtype=torch.bool)], ["normal"] * n
     if n:
-        cfg = dataclasses.replace(synthesis, anomaly_prob=1.0, base_rotation_prob=0.0)
         bank = TextureBank(textures.images.cpu(), textures.source) if textures.images.device.type != "cpu" else textures
-        synth = AnomalySynthesizer(cfg, bank, make_generator(seed, 0), dense=False)
-        batch = synth(normals)
-        images.append(ops.to_uint8(batch.augmented))
-        masks.append(batch.mask.bool())
-        labels.append(batch.has_anomaly)
-        family += ["draem"] * n
-        if with_cutpaste:
-            cp, cpm = cutpaste(normals, torch.Generator().manual_seed(seed + 1))
-            images.append(cp)
-            masks.append(cpm)
-            labels.append(torch.ones(n))
-            family += ["cutpaste"] * n
-    return ValidationSet(torch.cat(images), torch.cat(masks), torch.cat(labels).long(), family)
+        for name in families:
+            made = make_family(name, normals, synthesis, bank, seed)
+            keep = made.masks.flatten(1).any(1)  # an anomaly that changed nothing is no anomaly
+            images.append(made.images[keep])
+            masks.append(made.masks[keep])
+            family += [name] * int(keep.sum())
+    labels = torch.tensor([f != "normal" for f in family], dtype=torch.long)
+    return ValidationSet(torch.cat(images), torch.cat(masks), labels, family)
+
+
+def choose_filter_size(score_by_size: dict[int, float]) -> tuple[int, list[int]]:
+    """The size with the highest score, and the sizes tied with it (exactly equal scores).
+
+    Ties go to the size nearest the paper's 21 (then the smaller one)."""
+    top = max(score_by_size.values())
+    tied = sorted(s for s, v in score_by_size.items() if v == top)
+    return min(tied, key=lambda s: (abs(s - PAPER_FILTER_SIZE), s)), tied
 
 
 def validation_metrics(maps: torch.Tensor, vset: ValidationSet, filter_sizes) -> dict:
-    """Per-family metrics, the validation score at every filter size, and the best size."""
+    """Per-family metrics, the validation score at every filter size, the chosen size, saturation."""
+    sizes = list(filter_sizes)
     fam = np.array(vset.family)
     y = vset.labels.numpy().astype(bool)
-    scores = {s: v.numpy() for s, v in image_scores_by_size(maps, list(filter_sizes)).items()}
-    families = [f for f in FAMILIES if (fam == f).any()]
+    scores = {s: v.numpy() for s, v in image_scores_by_size(maps, sizes).items()}
+    all_masks, all_maps = vset.masks.numpy()[:, 0], maps.numpy()[:, 0]
     per_family: dict[str, dict] = {}
-    score_by_size: dict[int, float] = {}
-    for f in families:
+    for f in [f for f in FAMILIES if (fam == f).any()]:
         sel = (fam == "normal") | (fam == f)
-        pix = pixel_metrics(vset.masks.numpy()[sel, 0], maps.numpy()[sel, 0])
-        per_family[f] = {"pixel_ap": pix["ap"], "pixel_auroc": pix["auroc"], "image_auroc": {}}
-        for s in filter_sizes:
-            per_family[f]["image_auroc"][str(s)] = image_metrics(y[sel], scores[s][sel])["auroc"]
-    for s in filter_sizes:
-        parts = []
-        for f in families:
-            ia, pa = per_family[f]["image_auroc"][str(s)], per_family[f]["pixel_ap"]
-            parts.append(0.5 * ((ia or 0.0) + (pa or 0.0)))
+        pix = pixel_metrics(all_masks[sel], all_maps[sel])
+        per_family[f] = {"n": int((fam == f).sum()), "pixel_ap": pix["ap"], "pixel_auroc": pix["auroc"],
+                         "image_auroc": {str(s): image_metrics(y[sel], scores[s][sel])["auroc"] for s in sizes}}
+    score_by_size: dict[int, float] = {}
+    for s in sizes:
+        parts = [0.5 * ((m["image_auroc"][str(s)] or 0.0) + (m["pixel_ap"] or 0.0)) for m in per_family.values()]
         score_by_size[s] = float(np.mean(parts)) if parts else 0.0
-    # best size; ties go to the size nearest the paper's 21
-    best = max(filter_sizes, key=lambda s: (round(score_by_size[s], 9), -abs(s - 21)))
+    best, tied = choose_filter_size(score_by_size)
+    cells = [v for m in per_family.values() for v in m["image_auroc"].values() if v is not None]
     return {"val_score": score_by_size[best], "val_filter_size": int(best),
+            "val_filter_size_tie": tied if len(tied) > 1 else None,
             "val_score_by_filter_size": {str(k): v for k, v in score_by_size.items()},
+            "val_saturation": (sum(v == 1.0 for v in cells) / len(cells)) if cells else None,
             "families": per_family, "n_images": len(vset), "n_normal": int((fam == "normal").sum())}

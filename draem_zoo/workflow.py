@@ -88,7 +88,7 @@ def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, pr
     if run.train.compile:
         forward = torch.compile(forward)
     vset = make_validation_set(data.val, run.synthesis, textures, run.eval.validation_seed,
-                               run.eval.cutpaste_validation)
+                               run.eval.validation_families)
 
     def validate(m: DraemModel) -> dict:
         if len(vset) == 0:
@@ -153,6 +153,11 @@ def finish(model: DraemModel, run: RunConfig, data, vset, fit: dict, out: Path, 
                                      pixel_threshold=thresholds["pixel_threshold"] if thresholds else None)
     selection = {"split": run.eval.select_on if len(vset) or run.eval.select_on == "test" else "none",
                  "filter_size": filter_size, "weights": exported, "best_iteration": fit["best"].get("iteration")}
+    if val and run.eval.select_on == "validation":
+        # a tie (equal scores to the last digit) went to the size nearest the paper's 21: say so
+        selection["filter_size_tie"] = val["val_filter_size_tie"]
+        selection["validation_saturation"] = val["val_saturation"]
+        selection["validation_score_by_filter_size"] = val["val_score_by_filter_size"]
     if run.eval.select_on == "test":
         selection["warning"] = "s_f was chosen on the test split, as asked; test metrics are optimistic"
     extra = {

@@ -82,6 +82,7 @@ def render_card(model_dir: str | Path, repo_id: str, dataset: dict[str, Any],
                    for k, v in test.items() if k not in skip]
     all_metrics += [(f"image AUROC, {d}", _pct(v.get("image_auroc"))) for d, v in (test.get("per_defect") or {}).items()]
     fmt_thr = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in thr.items()}
+    selection_text = describe_selection(cfg)
     card = ModelCard.from_template(
         card_data, template_path=str(template_path()), repo_id=repo_id, category=category,
         dataset_name=dataset["name"], variant=model["variant"], image_size=model["image_size"],
@@ -95,9 +96,30 @@ def render_card(model_dir: str | Path, repo_id: str, dataset: dict[str, Any],
         anomaly_source=("DTD-style texture folder" if source.startswith("folder:") else "procedural textures")
         + f" (`{source.split('/')[-1]}`)", anomaly_source_short="DTD textures" if "dtd" in source.lower()
         else ("a texture folder" if source.startswith("folder:") else "procedural textures, not DTD"),
-        search=search, all_metrics=all_metrics, speed=test.get("inference_images_per_s", "n/a"),
+        search=search, all_metrics=all_metrics, selection_text=selection_text, speed=test.get("inference_images_per_s", "n/a"),
         license_note=dataset["note"], weights_sha256=cfg.get("weights_sha256"), is_mvtec=dataset.get("is_mvtec"))
     return str(card)
+
+
+def describe_selection(cfg: dict) -> str:
+    """One paragraph: what the validation set was and how s_f was chosen on it."""
+    sel = cfg.get("selection") or {}
+    val = (cfg.get("metrics") or {}).get("validation") or {}
+    if sel.get("split") == "test":
+        return "**Note:** s_f was chosen on the test split, as asked; the test metrics are optimistic."
+    if not val:
+        return ""
+    fams = ", ".join(f"{f} {m.get('n', '?')}" for f, m in (val.get("families") or {}).items())
+    by = val.get("val_score_by_filter_size") or {}
+    sizes = ", ".join(f"{k}: {v:.4f}" for k, v in by.items())
+    text = (f"Validation: {val.get('n_normal')} held-out normal training images and simulated anomalies on them "
+            f"({fams}; easy to hard); score (image AUROC + pixel AP) / 2 averaged over the families, by s_f: "
+            f"{sizes}.")
+    tie = sel.get("filter_size_tie")
+    if tie:
+        text += (f" Sizes {', '.join(map(str, tie))} scored exactly the same, so s_f = {cfg['score']['filter_size']} "
+                 "was taken as the one nearest the paper's 21: the validation set could not tell them apart.")
+    return text
 
 
 def check_card(text: str) -> None:
