@@ -91,6 +91,9 @@ def _add_search(sub) -> None:
                    help="iterations of the final retraining (0 = the paper's 700 epochs)")
     p.add_argument("--final-seeds", type=int, default=1, help="retrain the best config with N seeds (mean ± std)")
     p.add_argument("--final-workers", type=int, default=None, help="DDP workers of the final retraining")
+    p.add_argument("--backbones-final", action="store_true",
+                   help="retrain every backbone's best configuration at the final budget (not only the winner's), "
+                   "so that the backbone comparison compares final models; export the best of them on validation")
     p.add_argument("--address", default=None, help="ray://host:10001 or auto (default: start Ray here)")
     p.add_argument("--storage", default=None, metavar="PATH_OR_URI",
                    help="Ray storage all nodes see: a shared folder or s3://..., gs://... (default RESULTS/ray)")

@@ -183,6 +183,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         budget=args.budget, final_budget=args.final_budget, address=args.address, storage=args.storage,
         gpus_per_trial=args.gpus_per_trial, workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker, final_workers=args.final_workers, final_seeds=args.final_seeds,
+        backbones_final=args.backbones_final,
         resume=args.resume, sets=list(args.set or []), sampler=args.sampler, seed=args.seed, retries=args.retries,
         max_concurrent=args.max_concurrent, lr_scaling=args.lr_scaling, num_cpus=args.num_cpus,
         progress=not args.quiet)

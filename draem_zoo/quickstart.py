@@ -1,7 +1,8 @@
 """``draem-zoo quickstart``: the whole chain on this machine, no internet, a few minutes.
 
-demo dataset (two procedural categories) -> search with ``search_spaces/quick.py`` on
-embedded Ray -> best model per category exported -> model cards -> a local zoo laid out
+demo dataset (two procedural categories) -> search with ``search_spaces/quick.py`` (two
+backbones) on embedded Ray -> both backbones' best configurations retrained and compared ->
+best model per category exported -> model cards -> a local zoo laid out
 exactly as the Hub repositories would be -> predictions with overlay pictures.
 """
 
@@ -46,10 +47,12 @@ def run_quickstart(out: str | Path | None = None, trials: int = 4, size: int = 6
     out.mkdir(parents=True, exist_ok=True)
     _say(f"1/5 making a demo dataset ({', '.join(CATEGORIES)}, {size} px) in {out / 'data'}")
     data = make_demo_dataset(out / "data", CATEGORIES, size=size, n_train=60, n_test_good=8, n_test_defect=4)
-    _say(f"2/5 searching ({trials} trials per category, ASHA) on embedded Ray; progress tables follow")
+    _say(f"2/5 searching ({trials} trials per category over two backbones, ASHA) on embedded Ray, then retraining "
+         "each backbone's best configuration; progress tables follow")
     search = run_search(SearchOptions(data=str(data), out=str(out / "results"), space=str(space_file()),
-                                      trials=trials, sets=[f"model.image_size={size}", "data.val_fraction=0.2"], cpus_per_worker=1.0,
-                                      progress=progress, poll_seconds=3.0))
+                                      trials=trials, sets=[f"model.image_size={size}", "data.val_fraction=0.2"],
+                                      cpus_per_worker=1.0, backbones_final=True, progress=progress,
+                                      poll_seconds=3.0))
     _say("3/5 rendering model cards and writing the local zoo")
     releases = build_releases(out / "results", ORG, PREFIX, dataset="draem-zoo demo (procedural surfaces)",
                               license="mit")
@@ -72,11 +75,13 @@ def run_quickstart(out: str | Path | None = None, trials: int = 4, size: int = 6
     elapsed = time.monotonic() - t0
     _say(f"5/5 done in {elapsed / 60:.1f} min")
     board = (out / "results" / "leaderboard.md").read_text()
+    board += "\n" + (out / "results" / "backbones.md").read_text()
     print(f"""
 draem-zoo quickstart finished in {elapsed / 60:.1f} minutes. Everything is under {out}:
 
   data/                     the demo dataset (MVTec AD layout)
-  results/                  the search: leaderboard.md, backbones.png, <category>/trials, <category>/best
+  results/                  the search: leaderboard.md, backbones.md + backbones.png (the backbone
+                            comparison), <category>/trials, <category>/best
   zoo/                      one folder per model, exactly as its Hub repository would hold it
                             (model.safetensors, config.json, README.md = the model card)
   predictions/              overlay pictures (input | anomaly map | mask) and predictions.jsonl

@@ -58,7 +58,7 @@ def opts(data, out, **kw):
 def test_search_two_categories_with_asha(cluster, data, tmp_path):
     out = tmp_path / "results"
     start = time.monotonic()
-    result = run_search(opts(data, out, categories="weave,granite", max_concurrent=2))
+    result = run_search(opts(data, out, categories="weave,granite", max_concurrent=2, backbones_final=True))
     elapsed = time.monotonic() - start
     for name in ("search.json", "status.json", "leaderboard.csv", "leaderboard.md", "backbones.csv",
                  "backbones.png", "space.py"):
@@ -78,7 +78,18 @@ def test_search_two_categories_with_asha(cluster, data, tmp_path):
         assert finished and all(t["test"]["image_auroc"] is not None for t in finished)
         summary = json.loads((out / cat / "summary.json").read_text())
         best = summary["best_trial"]
-        assert best["best_val_score"] == max(t["best_val_score"] for t in trials)  # chosen on validation
+        # both backbones got a trial (POINTS_TO_EVALUATE) and each one's best by validation was retrained
+        variants = {t["variant"] for t in trials}
+        assert variants == {"paper-tiny", "timm-mobilenetv3_large_100"}
+        finals = summary["final"]
+        assert sorted(f["variant"] for f in finals) == sorted(variants)
+        for f in finals:
+            mine = [t for t in trials if t["variant"] == f["variant"]]
+            assert f["trial_id"] == max(mine, key=lambda t: t["best_val_score"])["trial_id"]
+        # the export is the final run with the best validation score (never test)
+        done = [f for f in finals if f["status"] == "done"]
+        assert summary["exported_trial"] == max(done, key=lambda f: f["metrics"]["val_score"])["trial_id"]
+        assert best["trial_id"] == summary["exported_trial"]
         assert summary["study"]["complete"] == 4  # every finished trial is in the Optuna study
         model = load(str(out / cat / "best"))
         cfg = json.loads((out / cat / "best" / "config.json").read_text())
@@ -90,7 +101,9 @@ def test_search_two_categories_with_asha(cluster, data, tmp_path):
         assert model.predict(__import__("torch").rand(1, 3, 32, 32)).score.shape == (1,)
     board = (out / "leaderboard.csv").read_text().splitlines()
     assert len(board) == 3 and board[0].startswith("category,")
-    assert "paper-tiny" in (out / "backbones.csv").read_text()
+    bb = (out / "backbones.csv").read_text()
+    assert "paper-tiny" in bb and "timm-mobilenetv3_large_100" in bb and ",final," in bb
+    assert (out / "backbones.md").read_text().startswith("# Backbone comparison: final models")
     status = subprocess.run([sys.executable, "-m", "draem_zoo.cli", "status", str(out)], capture_output=True,
                             text=True)
     assert status.returncode == 0 and "weave" in status.stdout and "done" in status.stdout

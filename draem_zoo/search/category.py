@@ -47,6 +47,11 @@ class DurableOptunaSearch(_OptunaSearch):
             pass
 
 
+def variant_of(trial: dict[str, Any]) -> str:
+    """The model variant (backbone) a trial record trained."""
+    return trial.get("variant") or (trial.get("overrides") or {}).get("model.variant", "paper")
+
+
 def _trial_id_from_path(path: str | None) -> str | None:
     match = re.search(r"_([0-9a-f]{5,})_\d+_", Path(path).name) if path else None
     return match.group(1) if match else None
@@ -98,8 +103,9 @@ class CategorySearch:
             return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
         every = max(1, math.ceil(s["budget"] / s["validations"]))
         searcher = DurableOptunaSearch(space=sp.fn, metric=sp.metric, mode=sp.mode,
-                                sampler=sp.make_sampler(s.get("seed", 0), s.get("sampler")),
-                                storage=_optuna_storage(s["storage"], exp), study_name=exp)
+                                       sampler=sp.make_sampler(s.get("seed", 0), s.get("sampler")),
+                                       storage=_optuna_storage(s["storage"], exp), study_name=exp,
+                                       points_to_evaluate=[dict(p) for p in sp.points] or None)
         scheduler = ASHAScheduler(time_attr="iteration", metric=sp.metric, mode=sp.mode, max_t=s["budget"],
                                   grace_period=max(every, min(s["budget"], every * s.get("grace_validations", 2))),
                                   reduction_factor=s.get("reduction_factor", 2),
@@ -127,10 +133,19 @@ class CategorySearch:
         sign = 1 if self.space.mode == "max" else -1
         best = max(scored, key=lambda t: sign * t["best_val_score"])
         self.phase = "final"
-        self._final_runs(best)
+        finalists = [best]
+        if self.settings.get("backbones_final"):
+            # every backbone's best trial is retrained at the final budget, so that the backbone
+            # comparison is made on the same footing; the export is the best of them on validation
+            per: dict[str, dict[str, Any]] = {}
+            for t in sorted(scored, key=lambda t: -sign * t["best_val_score"]):
+                per.setdefault(variant_of(t), t)
+            finalists = list(per.values())
+        for t in finalists:
+            self._final_runs(t)
         self.phase = "done"
         return {"category": self.category, "trials": trials, "best_trial": best, "final": self.final,
-                "study": self._study_summary()}
+                "study": self._study_summary(), "backbones_final": bool(self.settings.get("backbones_final"))}
 
     def _record(self, result) -> dict[str, Any]:
         m = result.metrics or {}
@@ -138,7 +153,7 @@ class CategorySearch:
         df = result.metrics_dataframe
         if df is not None and len(df):
             cols = [c for c in ("iteration", "loss", "l2", "ssim", "focal", "val_score", "val_filter_size",
-                                "best_val_score", "it_per_s") if c in df.columns]
+                                "val_saturation", "val_tie", "best_val_score", "it_per_s") if c in df.columns]
             curve = [{k: (None if v != v else v) for k, v in row.items()}  # NaN -> None
                      for row in df[cols].to_dict("records")]
         params = dict(result.config or {})
@@ -146,6 +161,7 @@ class CategorySearch:
         return {
             "trial_id": m.get("trial_id") or _trial_id_from_path(result.path),
             "params": params, "overrides": overrides_of(params),
+            "variant": overrides_of(params).get("model.variant", self.base["model"]["variant"]),
             "status": "ERROR" if result.error else "TERMINATED",
             "error": str(result.error).splitlines()[0][:500] if result.error else None,
             "iteration": m.get("iteration"), "budget": self.settings["budget"],
@@ -169,10 +185,13 @@ class CategorySearch:
                 else max(1, math.ceil(s["final_budget"] / 5))
             run = make_run_config({"train.val_every": every, "train.report_every": every,
                                    "train.checkpoint_every": every}, base=run)
-            entry = {"seed": seed, "status": "running", "workers": s.get("final_workers") or s["workers_per_trial"]}
+            entry = {"seed": seed, "status": "running", "workers": s.get("final_workers") or s["workers_per_trial"],
+                     "trial_id": best.get("trial_id"), "variant": variant_of(best), "iterations": run.train.iterations}
             self.final.append(entry)
-            trainer = make_trainer(run, f"{s['experiment']}-final-s{seed}", s, callbacks=[], export=True,
-                                   workers=entry["workers"])
+            name = f"{s['experiment']}-final-s{seed}"
+            if s.get("backbones_final"):
+                name += f"-{best.get('trial_id')}"
+            trainer = make_trainer(run, name, s, callbacks=[], export=True, workers=entry["workers"])
             try:
                 result = trainer.fit()
             except Exception as exc:  # retries exhausted

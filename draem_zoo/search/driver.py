@@ -46,6 +46,7 @@ class SearchOptions:
     cpus_per_worker: float = 1.0
     final_workers: int | None = None
     final_seeds: int = 1
+    backbones_final: bool = False
     resume: bool = False
     sets: list[str] = dataclasses.field(default_factory=list)
     sampler: str | None = None
@@ -211,7 +212,8 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
                     "budget": pre["budget"], "final_budget": pre["final_budget"], "validations": opts.validations,
                     "workers_per_trial": opts.workers_per_trial, "gpus_per_trial": opts.gpus_per_trial,
                     "cpus_per_worker": opts.cpus_per_worker, "final_workers": opts.final_workers,
-                    "final_seeds": opts.final_seeds, "retries": opts.retries, "sampler": opts.sampler,
+                    "final_seeds": opts.final_seeds, "backbones_final": opts.backbones_final,
+                    "retries": opts.retries, "sampler": opts.sampler,
                     "seed": opts.seed, "reduction_factor": opts.reduction_factor,
                     "grace_validations": opts.grace_validations, "lr_scaling": opts.lr_scaling,
                     "max_concurrent": _max_concurrent(opts, res, len(pre["categories"])),
@@ -232,6 +234,10 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
                 summary = ray.get(ref)
                 best = _copy_best(summary.get("final") or [], out / cat / "best")
                 summary["exported_seed"] = best["seed"] if best else None
+                if best and best.get("trial_id"):  # with --backbones-final, the export may be another backbone
+                    summary["best_trial"] = next((t for t in summary["trials"] if t["trial_id"] == best["trial_id"]),
+                                                 summary.get("best_trial"))
+                    summary["exported_trial"] = best["trial_id"]
                 results.write_category(out, summary)
                 summaries[cat] = summary
             snapshots = ray.get([actors[c].progress.remote() for c in pre["categories"]])

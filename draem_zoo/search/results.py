@@ -37,7 +37,11 @@ def write_category(out: Path, summary: dict[str, Any]) -> None:
         write_json(cat / "trials" / f"{t['trial_id']}.json", t)
     slim = {k: v for k, v in summary.items() if k != "trials"}
     slim["n_trials"] = len(summary["trials"])
-    slim["finals_summary"] = final_stats(summary.get("final") or [])
+    finals = summary.get("final") or []
+    exported = summary.get("exported_trial")
+    if exported:  # mean ± std over the seeds of the exported configuration only
+        finals = [f for f in finals if f.get("trial_id") == exported]
+    slim["finals_summary"] = final_stats(finals)
     write_json(cat / "summary.json", slim)
 
 
@@ -105,36 +109,97 @@ def trial_records(out: Path) -> list[dict[str, Any]]:
     return recs
 
 
+def _variant(r: dict[str, Any]) -> str:
+    return r.get("variant") or (r.get("overrides") or {}).get("model.variant", "paper")
+
+
+def _mean(vals: list[Any]) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def _final_backbones(out: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """variant -> category -> metrics of its final runs, where every backbone was retrained."""
+    per: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for cat in categories(out):
+        s = _load(out / cat / "summary.json")
+        if not s.get("backbones_final"):
+            continue
+        for f in s.get("final") or []:
+            if f.get("status") == "done" and f.get("metrics"):
+                per.setdefault(f.get("variant") or "paper", {}).setdefault(cat, []).append(f["metrics"])
+    return per
+
+
 def backbones(out: Path) -> list[dict[str, Any]]:
-    """Per backbone: its best trial per category (by validation) and that trial's test metrics."""
+    """One row per backbone, every backbone on the same footing (``basis`` says which).
+
+    ``basis == "final"`` (a search run with ``--backbones-final``): each backbone's best
+    configuration by validation was retrained at the final budget; its test metrics (mean over
+    seeds, then over categories). ``basis == "trial"``: each backbone's best search trial by
+    validation, at the search-trial budget; trials ASHA stopped early have no test metrics.
+    """
+    finals = _final_backbones(out)
+    rows = []
+    if finals:
+        for variant, cats in sorted(finals.items()):
+            per_cat = {c: {k: _mean([m.get(f"test_{k}") for m in ms]) for k in (*HEADLINE, "images_per_s")}
+                       | {"val_score": _mean([m.get("val_score") for m in ms]),
+                          "iteration": _mean([m.get("iteration") for m in ms]),
+                          "train_seconds": _mean([m.get("train_seconds") for m in ms]),
+                          "params": next((m.get("params") for m in ms if m.get("params")), None)}
+                       for c, ms in cats.items()}
+            rows.append(_row(variant, "final", per_cat))
+        return rows
     per: dict[str, dict[str, dict[str, Any]]] = {}
     for r in trial_records(out):
         if r.get("best_val_score") is None:
             continue
-        variant = (r.get("overrides") or {}).get("model.variant", "paper")
-        cur = per.setdefault(variant, {}).get(r["category"])
+        cur = per.setdefault(_variant(r), {}).get(r["category"])
         if cur is None or r["best_val_score"] > cur["best_val_score"]:
-            per[variant][r["category"]] = r
-    rows = []
+            per[_variant(r)][r["category"]] = r
     for variant, cats in sorted(per.items()):
-        row: dict[str, Any] = {"backbone": variant, "categories": len(cats),
-                               "val_score": statistics.fmean(r["best_val_score"] for r in cats.values())}
-        for k in HEADLINE:
-            vals = [(r.get("test") or {}).get(k) for r in cats.values()]
-            vals = [v for v in vals if v is not None]
-            row[f"test_{k}"] = statistics.fmean(vals) if vals else None
-            for c, r in sorted(cats.items()):
-                row[f"{c}:{k}"] = (r.get("test") or {}).get(k)
-        speeds = [(r.get("test") or {}).get("images_per_s") for r in cats.values()]
-        speeds = [v for v in speeds if v]
-        row["infer_images_per_s"] = statistics.fmean(speeds) if speeds else None
-        row["params"] = next((r.get("params_count") for r in cats.values() if r.get("params_count")), None)
-        secs = [r.get("train_seconds") for r in cats.values() if r.get("train_seconds")]
-        its = [r.get("iteration") for r in cats.values() if r.get("train_seconds")]
-        row["train_seconds"] = statistics.fmean(secs) if secs else None
-        row["train_s_per_iteration"] = (sum(secs) / sum(its)) if secs and sum(its) else None
-        rows.append(row)
+        per_cat = {c: {**{k: (r.get("test") or {}).get(k) for k in (*HEADLINE, "images_per_s")},
+                       "val_score": r["best_val_score"], "iteration": r.get("iteration"),
+                       "train_seconds": r.get("train_seconds"), "params": r.get("params_count"),
+                       "stopped_early": bool(r.get("stopped_early"))} for c, r in cats.items()}
+        rows.append(_row(variant, "trial", per_cat))
     return rows
+
+
+def _row(variant: str, basis: str, per_cat: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    row: dict[str, Any] = {"backbone": variant, "basis": basis, "categories": len(per_cat),
+                           "iterations": _mean([v["iteration"] for v in per_cat.values()]),
+                           "val_score": _mean([v["val_score"] for v in per_cat.values()])}
+    if basis == "trial":
+        row["stopped_early"] = sum(v.get("stopped_early", False) for v in per_cat.values())
+    for k in HEADLINE:
+        row[f"test_{k}"] = _mean([v[k] for v in per_cat.values()])
+        for c, v in sorted(per_cat.items()):
+            row[f"{c}:{k}"] = v[k]
+    row["infer_images_per_s"] = _mean([v["images_per_s"] for v in per_cat.values()])
+    row["params"] = next((v["params"] for v in per_cat.values() if v.get("params")), None)
+    secs = [v["train_seconds"] for v in per_cat.values() if v.get("train_seconds") and v.get("iteration")]
+    its = [v["iteration"] for v in per_cat.values() if v.get("train_seconds") and v.get("iteration")]
+    row["train_seconds"] = _mean(secs)
+    row["train_s_per_iteration"] = (sum(secs) / sum(its)) if secs and sum(its) else None
+    return row
+
+
+def basis_text(rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """(one-line title, explanation) of what a backbone comparison compares."""
+    if not rows:
+        return "no backbone finished", ""
+    its = max((r["iterations"] or 0) for r in rows)
+    if rows[0]["basis"] == "final":
+        return (f"final models, each backbone retrained for {its:.0f} iterations",
+                "Each backbone's best configuration (by validation score) was retrained at the final budget and "
+                "evaluated on the test split: all backbones on the same footing.")
+    return (f"search trials (up to {its:.0f} iterations), not the final models",
+            "Each backbone's best search trial by validation score, at the search-trial budget: these are NOT "
+            "the final models (the leaderboard's numbers come from the full-budget retraining of the winner "
+            "only). Trials stopped early by ASHA have no test metrics (n/a). Run the search with "
+            "--backbones-final to compare every backbone at the final budget.")
 
 
 def asha_savings(out: Path) -> dict[str, Any]:
@@ -179,43 +244,89 @@ def write_tables(out: Path) -> dict[str, Path]:
 
     bb = backbones(out)
     _write_csv(out / "backbones.csv", bb)
-    lines = ["| backbone | categories | val score | image AUROC | pixel AUROC | pixel AP | AUPRO | params (M) | "
-             "inference img/s | train s/it |", "|---|---|---|---|---|---|---|---|---|---|"]
+    title, explain = basis_text(bb)
+    lines = ["| backbone | trained (iterations) | categories | val score | image AUROC | pixel AUROC | pixel AP | AUPRO "
+             "| params (M) | inference img/s | train s/it |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in bb:
-        lines.append(f"| {r['backbone']} | {r['categories']} | {_fmt(r['val_score'], False)} | "
+        trained = f"{r['iterations']:.0f}" if r["iterations"] is not None else "n/a"
+        if r.get("stopped_early"):
+            trained += f" ({r['stopped_early']} stopped early)"
+        lines.append(f"| {r['backbone']} | {trained} | {r['categories']} | {_fmt(r['val_score'], False)} | "
                      + " | ".join(_fmt(r[f"test_{k}"]) for k in HEADLINE)
                      + f" | {_fmt(r['params'] / 1e6 if r['params'] else None, False)} | "
                        f"{_fmt(r['infer_images_per_s'], False)} | {_fmt(r['train_s_per_iteration'], False)} |")
-    lines += ["", "Per backbone, its best trial in each category by validation score; test metrics (%) are "
-              "averaged over categories (per-category values in backbones.csv)."]
-    (out / "backbones.md").write_text("# Backbone comparison\n\n" + "\n".join(lines) + "\n")
-    plot_backbones(bb, out / "backbones.png")
+    lines += ["", explain, "Test metrics (%) are averaged over categories (per-category values in backbones.csv); "
+              "selection never reads test images."]
+    (out / "backbones.md").write_text(f"# Backbone comparison: {title}\n\n" + "\n".join(lines) + "\n")
+    plot_backbones(bb, out / "backbones.png", title, sorted(categories(out)))
     return {n: out / n for n in ("leaderboard.csv", "leaderboard.md", "backbones.csv", "backbones.md",
                                  "backbones.png")}
 
 
-def plot_backbones(rows: list[dict[str, Any]], path: Path) -> None:
+METRIC_NAMES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pixel_ap": "pixel AP",
+                "aupro": "AUPRO"}
+
+
+def plot_backbones(rows: list[dict[str, Any]], path: Path, title: str = "", cats: list[str] | None = None) -> None:
+    """Two panels a reader needs no README for: accuracy against speed, and the four test metrics."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    use_test = any(r.get("test_image_auroc") is not None for r in rows)
-    ylabel = "mean test image AUROC (%)" if use_test else "mean validation score"
-    for r in rows:
-        y = r.get("test_image_auroc") if use_test else r.get("val_score")
-        x = r.get("infer_images_per_s")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=120, gridspec_kw={"width_ratios": [1, 1.15]})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    drawn = 0
+    for i, r in enumerate(rows):
+        y, x = r.get("test_image_auroc"), r.get("infer_images_per_s")
         if y is None or not x:
             continue
-        y = 100 * y if use_test else y
-        ax.scatter([x], [y], s=60)
-        ax.annotate(r["backbone"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("inference images / s (test split, measured in the trials)")
-    ax.set_ylabel(ylabel)
-    ax.set_title("DRAEM backbones: accuracy against speed")
+        drawn += 1
+        c = colors[i % len(colors)]
+        ax.scatter([x], [100 * y], s=80, color=c, zorder=3)
+        for cat in cats or []:  # each category, small and faint
+            v = r.get(f"{cat}:image_auroc")
+            if v is not None:
+                ax.scatter([x], [100 * v], s=14, color=c, alpha=0.35, zorder=2)
+        size = f" ({r['params'] / 1e6:.1f} M params)" if r.get("params") else ""
+        ax.annotate(r["backbone"] + size, (x, 100 * y), textcoords="offset points", xytext=(6, 5), fontsize=8)
+    if drawn:
+        from matplotlib.ticker import ScalarFormatter
+
+        xs = [r["infer_images_per_s"] for r in rows if r.get("infer_images_per_s")]
+        ax.set_xscale("log")
+        ax.set_xlim(min(xs) / 1.6, max(xs) * 3.0)  # room for the labels
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo - 0.05 * (hi - lo + 1), min(hi + 0.12 * (hi - lo + 1), 101.0))
+    else:
+        ax.text(0.5, 0.5, "no test metrics to show", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("inference speed (images/s, measured during test evaluation)")
+    ax.set_ylabel("test image AUROC (%)")
+    ax.set_title("accuracy against speed (big dot: mean, small: each category)", fontsize=10)
     ax.grid(alpha=0.3)
+
+    keys = list(METRIC_NAMES)
+    width = 0.8 / max(1, len(rows))
+    for i, r in enumerate(rows):
+        vals = [100 * r[f"test_{k}"] if r.get(f"test_{k}") is not None else 0.0 for k in keys]
+        pos = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(keys))]
+        bars = bx.bar(pos, vals, width, label=r["backbone"], color=colors[i % len(colors)])
+        for b, k in zip(bars, keys):
+            v = r.get(f"test_{k}")
+            bx.annotate("n/a" if v is None else f"{100 * v:.0f}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                        textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+    bx.set_xticks(range(len(keys)), [METRIC_NAMES[k] for k in keys])
+    bx.set_ylabel("test metric (%), mean over categories")
+    bx.set_ylim(0, 122)
+    bx.set_title("test metrics per backbone", fontsize=10)
+    bx.legend(fontsize=8, loc="upper center", ncol=min(3, max(1, len(rows))), frameon=False)
+    bx.grid(axis="y", alpha=0.3)
+    where = f"{len(cats)} categories ({', '.join(cats[:6])}{', ...' if len(cats) > 6 else ''})" if cats else ""
+    fig.suptitle(f"DRAEM backbones compared: {title}\n{where}; models selected on validation, test split reported "
+                 "only", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

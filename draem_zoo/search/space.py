@@ -6,6 +6,10 @@
     GRID = {...}                # for SAMPLER = "grid": {param: [values]}
     BUDGET = 2000               # optional default for --budget (iterations per trial)
     FINAL_BUDGET = 0            # optional default for --final-budget (0 = paper budget)
+    POINTS_TO_EVALUATE = [{"model.variant": "paper"}, {"model.variant": "timm-resnet18"}]
+                                # optional: the first trials of every category take these
+                                # (partial) parameters, the sampler draws the rest; e.g. every
+                                # backbone once, so that each has a trial to compare
 
     def space(trial):
         variant = trial.suggest_categorical("model.variant", ["paper", "timm-resnet18"])
@@ -43,6 +47,7 @@ class SearchSpace:
     grid: dict[str, list] | None = None
     budget: int | None = None
     final_budget: int | None = None
+    points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -123,8 +128,11 @@ def load_space(path: str | Path) -> SearchSpace:
     sampler = module.get("SAMPLER", "tpe")
     if sampler not in SAMPLERS:
         raise DraemZooError(f"{path}: SAMPLER = {sampler!r}; use one of {', '.join(SAMPLERS)}")
+    points = module.get("POINTS_TO_EVALUATE") or []
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise DraemZooError(f"{path}: POINTS_TO_EVALUATE must be a list of {{param: value}} dicts")
     return SearchSpace(path, fn, module.get("METRIC", "best_val_score"), mode, sampler, module.get("GRID"),
-                       module.get("BUDGET"), module.get("FINAL_BUDGET"))
+                       module.get("BUDGET"), module.get("FINAL_BUDGET"), [dict(p) for p in points])
 
 
 def suggest(space: SearchSpace, trial) -> dict[str, Any]:
@@ -152,13 +160,20 @@ def check_space(space: SearchSpace, base, draws: int = 32, build_models: bool = 
     sampler = (optuna.samplers.GridSampler(space.grid, seed=0) if space.sampler == "grid" and space.grid
                else optuna.samplers.RandomSampler(seed=0))
     study = optuna.create_study(direction="maximize" if space.mode == "max" else "minimize", sampler=sampler)
+    for point in space.points:  # the enqueued points must be values the space can suggest
+        study.enqueue_trial(point)
     seen_models: set[str] = set()
     drawn = []
-    n = min(draws, space.grid_size() or draws)
-    for _ in range(n):
+    n = min(max(draws, len(space.points)), space.grid_size() or max(draws, len(space.points)))
+    for i in range(n):
         trial = study.ask()
         try:
             overrides = suggest(space, trial)
+            if i < len(space.points):
+                wrong = {k: v for k, v in space.points[i].items() if trial.params.get(k, overrides.get(k)) != v}
+                if wrong:
+                    raise DraemZooError(f"POINTS_TO_EVALUATE[{i}] = {space.points[i]}: {wrong} is not a value "
+                                        "space(trial) suggests (check the names and the choices)")
             run = make_run_config(overrides_of(overrides), base=base)
         except DraemZooError as exc:
             raise DraemZooError(f"{space.path}: suggestion {trial.params} is invalid: {exc}") from None

@@ -75,6 +75,7 @@ def worker_loop(cfg: dict[str, Any]) -> None:
             held.update(metrics)
             return
         metrics.update(val_score=rec.get("val_score"), val_filter_size=rec.get("val_filter_size"),
+                       val_saturation=rec.get("val_saturation"), val_tie=int(bool(rec.get("val_filter_size_tie"))),
                        best_val_score=rec.get("best_val_score"), resumed=resume,
                        category=run.data.category)
         ckpt = None
@@ -97,7 +98,8 @@ def worker_loop(cfg: dict[str, Any]) -> None:
     if rank == 0:  # the last checkpoint of a finished run says so: a restore replays, never retrains
         val, test = result.get("validation") or {}, result.get("test") or {}
         final.update(val_score=val.get("val_score"), best_val_score=val.get("val_score"),
-                     val_filter_size=val.get("val_filter_size"), train_seconds=result["training"]["seconds"],
+                     val_filter_size=val.get("val_filter_size"), val_saturation=val.get("val_saturation"),
+                     val_tie=int(bool(val.get("val_filter_size_tie"))), train_seconds=result["training"]["seconds"],
                      params=result["params"], test_images_per_s=test.get("inference_images_per_s"),
                      **{f"test_{k}": test.get(k) for k in HEADLINE})
         if cfg.get("export"):  # the model directory (and the checkpoints) as the run's last checkpoint
