@@ -21,6 +21,7 @@ from .commands import (
     cmd_publish,
     cmd_pull,
     cmd_quickstart,
+    cmd_reproduce,
     cmd_search,
     cmd_status,
     cmd_train,
@@ -36,6 +37,7 @@ EPILOG = """start here:
   draem-zoo evaluate --model runs/bottle --data DATA_ROOT --category bottle
   draem-zoo predict --model runs/bottle images/ --out overlays/
   draem-zoo config --variant timm-resnet18          every config key, for --set
+  draem-zoo reproduce --data mvtec --anomaly-source dtd/images --out runs/repro   the paper's table
 
 Data layout (MVTec AD): ROOT/CATEGORY/train/good/*.png, ROOT/CATEGORY/test/<defect>/*.png,
 ROOT/CATEGORY/ground_truth/<defect>/<name>_mask.png.
@@ -156,6 +158,33 @@ def _add_zoo(sub) -> None:
     p.set_defaults(func=cmd_quickstart)
 
 
+def _add_reproduce(sub) -> None:
+    p = sub.add_parser(
+        "reproduce", help="train the paper's configuration per category and compare with the paper's tables",
+        description="For every category (and seed): train DRAEM (checkpoint and s_f selected on validation only), "
+        "evaluate on test, and write OUT/reproduce.md/.csv/.json: image AUROC, pixel AUROC, pixel AP and AUPRO "
+        "beside the paper's Tables 1 and 2. Running the same command again keeps finished runs and resumes an "
+        "interrupted one; several invocations (e.g. one per GPU with --device and --categories) can share OUT.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  draem-zoo reproduce --data mvtec --anomaly-source dtd/images --out runs/repro\n"
+        "  draem-zoo reproduce --data mvtec --anomaly-source dtd/images --out runs/repro --categories bottle,grid "
+        "--seeds 0,1,2 --device cuda:1\n  draem-zoo reproduce --data data --categories magnetic_tile --anomaly-source "
+        "dtd --out runs/mt --variant paper-tiny --image-size 128 --iterations 1800   # a CPU budget")
+    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root in MVTec AD layout")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (one model directory per run)")
+    p.add_argument("--anomaly-source", default=None, metavar="DIR", help="DTD's images/ folder (the paper's source)")
+    p.add_argument("--categories", default="all", help="a,b,c or all (default)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0); mean ± std over them")
+    p.add_argument("--iterations", type=int, default=0, help="iterations per run (default 0: the paper's 700 epochs)")
+    p.add_argument("--variant", default="paper", help="model variant (default paper)")
+    p.add_argument("--image-size", type=int, default=256, help="image size (default 256, the paper's)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other config key")
+    p.add_argument("--report-only", action="store_true", help="rebuild the tables from OUT; train nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_reproduce)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="draem-zoo",
@@ -172,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_search(sub)
     _add_zoo(sub)
+    _add_reproduce(sub)
 
     p = sub.add_parser("evaluate", help="test metrics of a model on a category",
                        description="Image AUROC/AP, pixel AUROC/AP, AUPRO, F1-max and per-defect AUROC on "

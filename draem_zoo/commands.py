@@ -243,3 +243,24 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
     run_quickstart(args.out, trials=args.trials, progress=not args.quiet)
     return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .reproduce import ReproduceOptions, run_reproduce
+
+    try:
+        seeds = tuple(int(x) for x in args.seeds.split(",") if x.strip())
+    except ValueError:
+        raise DraemZooError(f"--seeds {args.seeds!r}: give integers separated by commas, e.g. 0,1,2") from None
+    opts = ReproduceOptions(data=args.data, out=args.out, anomaly_source=args.anomaly_source,
+                            categories=args.categories, seeds=seeds, iterations=args.iterations, variant=args.variant,
+                            image_size=args.image_size, device=args.device, sets=list(args.set or []),
+                            report_only=args.report_only, progress=not args.quiet,
+                            command=shlex.join(["draem-zoo", *sys.argv[1:]]) if sys.argv[1:2] == ["reproduce"]
+                            else "")
+    report = run_reproduce(opts)
+    print((Path(args.out) / "reproduce.md").read_text())
+    print(f"tables: {Path(args.out) / 'reproduce.md'}, .csv, .json ({len(report['runs'])} runs)", file=sys.stderr)
+    return 0
