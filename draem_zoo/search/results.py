@@ -49,10 +49,11 @@ def final_stats(finals: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and std over the final seeds of each test metric."""
     done = [f["metrics"] for f in finals if f.get("status") == "done" and f.get("metrics")]
     out: dict[str, Any] = {"seeds": len(done)}
-    for k in HEADLINE + ("image_ap",):
-        vals = [m.get(f"test_{k}") for m in done if m.get(f"test_{k}") is not None]
+    for k in (*(f"test_{h}" for h in (*HEADLINE, "image_ap")), "val_score"):
+        vals = [m.get(k) for m in done if m.get(k) is not None]
         if vals:
-            out[k] = {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0}
+            out[k.removeprefix("test_")] = {"mean": statistics.fmean(vals),
+                                            "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0}
     return out
 
 
@@ -88,7 +89,8 @@ def leaderboard(out: Path) -> list[dict[str, Any]]:
         params = best.get("overrides") or {}
         rows.append({
             "category": cat, "variant": params.get("model.variant", "paper"), "trial_id": best.get("trial_id"),
-            "trials": s.get("n_trials"), "val_score": best.get("best_val_score"),
+            # the validation score of the exported model's final run(s); the trial's if there was none
+            "trials": s.get("n_trials"), "val_score": (fs.get("val_score") or {}).get("mean", best.get("best_val_score")),
             # s_f of the exported model (chosen on its own validation maps), else the trial's
             "filter_size": _exported_filter_size(out / cat / "best") or best.get("val_filter_size"),
             "seeds": fs.get("seeds", 0),
