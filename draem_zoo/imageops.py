@@ -119,10 +119,14 @@ def apply_lut(levels: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
 
 
 def channel_histograms(levels: torch.Tensor) -> torch.Tensor:
-    """(N, C, 256) counts of each 8-bit level per image and channel."""
+    """(N, C, 256) counts of each 8-bit level per image and channel.
+
+    One scatter-add for the whole batch: ``torch.bincount`` would take a kernel per row and, on
+    a GPU, two host syncs per row (it reads the input's min and max back to size its output)."""
     n, c = levels.shape[:2]
-    rows = levels.reshape(n * c, -1)
-    return torch.stack([torch.bincount(r.long(), minlength=256) for r in rows]).view(n, c, 256).float()
+    rows = levels.reshape(n * c, -1).long()
+    ones = torch.ones((), device=levels.device).expand(rows.shape)
+    return torch.zeros(n * c, 256, device=levels.device).scatter_add_(1, rows, ones).view(n, c, 256)
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:

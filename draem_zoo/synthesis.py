@@ -121,13 +121,20 @@ class AnomalySynthesizer:
     """Turns batches of normal images into (clean, augmented, mask, has_anomaly)."""
 
     def __init__(self, cfg: SynthesisConfig, textures: TextureBank, generator: torch.Generator,
-                 dense: bool | None = None):
+                 dense: bool | None = None, compile: bool = False):
         cfg.validate()
         self.cfg = cfg
         self.textures = textures
         self.generator = generator
         self.device = textures.images.device
         self.dense = self.device.type != "cpu" if dense is None else dense
+        # dense mode is one fixed-shape function of the draws: torch.compile fuses its many small
+        # kernels (falling back to eager, with one warning, where compilation cannot work)
+        self._dense_fn = dense_synthesis
+        if compile and self.dense:
+            from .step import Compiled
+
+            self._dense_fn = Compiled(dense_synthesis, what="anomaly synthesis")
 
     def draw(self, b: int) -> dict[str, torch.Tensor]:
         """Every random number one batch of ``b`` samples needs."""
@@ -164,39 +171,48 @@ class AnomalySynthesizer:
             raise ValueError(f"images are {h}x{w} but the texture bank is {self.textures.size[0]}x"
                              f"{self.textures.size[1]}; build the bank at the training size")
         d = self.draw(b)
-        clean = self._apply(x, d["base_rot"], lambda t, i: ops.rotate(t, d["base_angle"][i]))
         if self.dense:  # whole batch; samples without an anomaly get a zero mask
-            idx = torch.arange(b, device=self.device)
-            keep = d["anomaly"].to(clean.dtype).view(-1, 1, 1, 1)
-        else:  # only the samples that drew an anomaly
-            idx = d["anomaly"].nonzero().flatten()
-            keep = None
-            if idx.numel() == 0:
-                zeros = torch.zeros(b, 1, h, w, device=self.device)
-                return SynthBatch(clean, clean.clone(), zeros, torch.zeros(b, device=self.device))
+            return SynthBatch(*self._dense_fn(x, d, self.textures.images, self.cfg.augmentations,
+                                              self.cfg.perlin_threshold))
+        # sparse: only the samples that drew an anomaly
+        clean = self._apply(x, d["base_rot"], lambda t, i: ops.rotate(t, d["base_angle"][i]))
+        idx = d["anomaly"].nonzero().flatten()
+        if idx.numel() == 0:
+            zeros = torch.zeros(b, 1, h, w, device=self.device)
+            return SynthBatch(clean, clean.clone(), zeros, torch.zeros(b, device=self.device))
         mask = masks_from_draws(d["res_y"][idx], d["res_x"][idx], d["mask_angle"][idx], d["grad_angles"][idx],
                                 h, w, self.cfg.perlin_threshold)
-        if keep is not None:
-            mask = mask * keep
         tex = augment(self.textures.images[d["texture"][idx]], {k: v[idx] for k, v in d.items()},
-                      self.cfg.augmentations, self.dense)
-        # (1 - M) I + (1 - beta) M A + beta M I  ==  I + (1 - beta) M (A - I)
+                      self.cfg.augmentations, False)
         weight = mask * (1 - d["beta"][idx].view(-1, 1, 1, 1))
-        if self.dense:
-            augmented = clean + tex.sub_(clean).mul_(weight)
-        else:
-            augmented = clean.clone().index_add_(0, idx, tex.sub_(clean[idx]).mul_(weight))
-            mask = torch.zeros(b, 1, h, w, device=self.device).index_copy_(0, idx, mask)
+        augmented = clean.clone().index_add_(0, idx, tex.sub_(clean[idx]).mul_(weight))
+        mask = torch.zeros(b, 1, h, w, device=self.device).index_copy_(0, idx, mask)
         has = (mask.flatten(1).amax(1) > 0).float()
         return SynthBatch(clean, augmented, mask, has)
 
     def _apply(self, x: torch.Tensor, sel: torch.Tensor, fn) -> torch.Tensor:
-        """``fn`` on the samples where ``sel``: whole batch + where (dense), or the subset,
-        updating ``x`` in place (sparse; ``x`` is always this object's own tensor)."""
-        if self.dense:
-            every = torch.arange(x.shape[0], device=x.device)
-            return torch.where(sel.view(-1, 1, 1, 1), fn(x, every), x)
+        """``fn`` on the samples where ``sel``, updating ``x`` in place (sparse mode; ``x`` is
+        always this object's own tensor)."""
         idx = sel.nonzero().flatten()
         if idx.numel():
             x[idx] = fn(x[idx], idx)
         return x
+
+
+def dense_synthesis(x: torch.Tensor, d: dict[str, torch.Tensor], textures: torch.Tensor,
+                    augmentations: tuple[str, ...], threshold: float):
+    """Dense mode: every operation on the whole batch, each sample keeping what it drew.
+
+    A pure function of the images and the draws, with fixed shapes and no host syncs:
+    returns (clean, augmented, mask, has_anomaly)."""
+    h, w = x.shape[-2:]
+    rotated = ops.rotate(x, d["base_angle"])
+    clean = torch.where(d["base_rot"].view(-1, 1, 1, 1), rotated, x)
+    keep = d["anomaly"].to(clean.dtype).view(-1, 1, 1, 1)
+    mask = masks_from_draws(d["res_y"], d["res_x"], d["mask_angle"], d["grad_angles"], h, w, threshold) * keep
+    tex = augment(textures[d["texture"]], d, augmentations, True)
+    # (1 - M) I + (1 - beta) M A + beta M I  ==  I + (1 - beta) M (A - I)
+    weight = mask * (1 - d["beta"].view(-1, 1, 1, 1))
+    augmented = clean + (tex - clean) * weight
+    has = (mask.flatten(1).amax(1) > 0).to(clean.dtype)
+    return clean, augmented, mask, has

@@ -27,14 +27,24 @@ import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import ConfigError
-from .losses import LossConfig, LossTerms, draem_loss
+from .losses import LossConfig, LossTerms
 from .model import DraemModel
+from .step import CompiledStep, ForwardLoss, run_step
 from .synthesis import AnomalySynthesizer, SynthBatch, make_generator
+
+PAPER_BATCH = 8
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation (defaults: the original's Adam 1e-4, batch 8, LR x0.2 at 80% and 90%)."""
+    """Optimisation (defaults: the original's Adam 1e-4, batch 8, LR x0.2 at 80% and 90%).
+
+    lr_scaling: scale ``lr`` with the batch size against the paper's 8 (``linear``: x batch/8,
+    ``sqrt``: x sqrt(batch/8)), for large single-GPU batches; DDP's ``--lr-scaling`` multiplies in
+    the number of workers on top. compile: ``torch.compile`` the model and the loss together
+    (``compile_mode`` default / reduce-overhead / max-autotune, ``compile_backend`` inductor or any
+    torch.compile backend); eager, after one warning, where it cannot work.
+    """
 
     iterations: int = 0
     paper_epochs: float = 700.0
@@ -47,6 +57,9 @@ class TrainConfig:
     bf16: bool = True
     channels_last: bool = True
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    compile_backend: str = "inductor"
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     report_every: int = 25
     val_every: int = 0
     checkpoint_every: int = 0
@@ -57,6 +70,12 @@ class TrainConfig:
             raise ConfigError("train.iterations must be >= 0 (0 = paper budget), train.batch_size >= 1, train.lr > 0")
         if any(not 0 < m <= 1 for m in self.lr_milestones):
             raise ConfigError(f"train.lr_milestones={self.lr_milestones}: fractions of the budget in (0, 1]")
+        if self.compile:
+            import torch._dynamo
+
+            if self.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+                raise ConfigError(f"train.compile_backend={self.compile_backend!r}: not a torch.compile backend "
+                                  f"here; choose one of {', '.join(torch._dynamo.list_backends(exclude_tags=()))}")
         if self.report_every < 1 or self.val_every < 0 or self.checkpoint_every < 0:
             raise ConfigError("train.report_every must be >= 1; train.val_every, train.checkpoint_every >= 0")
 
@@ -65,6 +84,11 @@ class TrainConfig:
         if self.iterations:
             return self.iterations
         return max(1, round(self.paper_epochs * n_train / self.batch_size))
+
+    def batch_lr_scale(self) -> float:
+        """``lr_scaling`` against the paper's batch of 8: linear (batch / 8), sqrt, or none."""
+        ratio = self.batch_size / PAPER_BATCH
+        return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.lr_scaling]
 
     def lr_at(self, it: int, total: int) -> float:
         drops = sum(1 for m in self.lr_milestones if it >= math.floor(m * total))
@@ -81,24 +105,28 @@ def resolve_device(name: str) -> torch.device:
 
 
 def train_step(model: DraemModel, batch: SynthBatch, optimizer: torch.optim.Optimizer, loss_cfg: LossConfig,
-               autocast_dtype: torch.dtype | None = None, forward: torch.nn.Module | None = None) -> LossTerms:
+               autocast_dtype: torch.dtype | None = None, forward: torch.nn.Module | None = None,
+               step: ForwardLoss | CompiledStep | None = None) -> LossTerms:
     """Forward both sub-networks on the augmented images, backprop the DRAEM loss, step.
 
     As the original, the focal loss reaches the reconstructive network through the
     reconstruction (no detach) and both sub-networks share one optimizer. ``forward``
-    is the module to call (a DDP or compiled wrapper of ``model``).
+    is the module to call (a DDP wrapper of ``model``); ``step`` a prepared (possibly
+    compiled) :class:`ForwardLoss`, which then stands for both.
     """
-    net = forward or model
+    net = forward if forward is not None else model
     net.train()
+    if step is None:
+        step = ForwardLoss(net, loss_cfg, autocast_dtype)
     x = model.to_model_order(batch.augmented)
     target = model.to_model_order(batch.clean)
-    with torch.autocast(x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-        rec, logits = net(x)
-    terms = draem_loss(rec, target, logits, batch.mask, loss_cfg)
-    optimizer.zero_grad(set_to_none=True)
-    terms.total.backward()
-    optimizer.step()
-    return terms
+    return run_step(step, x, target, batch.mask, optimizer)
+
+
+def make_step(net: torch.nn.Module, loss_cfg: LossConfig, autocast_dtype: torch.dtype | None, compile: bool,
+              mode: str = "default", backend: str = "inductor") -> ForwardLoss | CompiledStep:
+    module = ForwardLoss(net, loss_cfg, autocast_dtype)
+    return CompiledStep(module, mode, backend) if compile else module
 
 
 Callback = Callable[[dict[str, Any]], None]
@@ -124,14 +152,16 @@ class Trainer:
         self.is_main = is_main
         self.rank = rank
         self.progress = progress and is_main
-        self.lr_scale = lr_scale
         self.total = cfg.budget(len(train_images))
         self.val_every = cfg.val_every or max(1, math.ceil(self.total / 5))
         self.ckpt_every = cfg.checkpoint_every or self.val_every
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr * lr_scale)
+        self.lr_scale = lr_scale * cfg.batch_lr_scale()  # DDP workers (search) x batch size (train.lr_scaling)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr * self.lr_scale)
         self.sampler = make_generator(cfg.seed, 1000 + rank, self.device)
         use_amp = self.device.type == "cuda" and cfg.bf16
         self.autocast = torch.bfloat16 if use_amp else None
+        self.step = make_step(forward if forward is not None else model, loss_cfg, self.autocast, cfg.compile,
+                              cfg.compile_mode, cfg.compile_backend)
         self.iteration = 0
         self.resumed_from = 0
         self.best: dict[str, Any] = {"val_score": None, "iteration": None}
@@ -197,7 +227,8 @@ class Trainer:
                 batch = self.synth(self.images[idx])
                 if self.device.type == "cuda" and self.cfg.channels_last:
                     batch.augmented = batch.augmented.contiguous(memory_format=torch.channels_last)
-                terms = train_step(self.model, batch, self.optimizer, self.loss_cfg, self.autocast, self.forward)
+                terms = train_step(self.model, batch, self.optimizer, self.loss_cfg, self.autocast, self.forward,
+                                   self.step)
                 for k, v in (("loss", terms.total), ("l2", terms.l2), ("ssim", terms.ssim), ("focal", terms.focal)):
                     sums[k] = sums.get(k, 0) + v.detach()
                 count += 1

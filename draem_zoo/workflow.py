@@ -85,8 +85,6 @@ def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, pr
     forward: torch.nn.Module = model
     if dist.wrap is not None:
         forward = dist.wrap(model)
-    if run.train.compile:
-        forward = torch.compile(forward)
     vset = make_validation_set(data.val, run.synthesis, textures, run.eval.validation_seed,
                                run.eval.validation_families)
 
@@ -95,7 +93,8 @@ def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, pr
             return {}
         return validation_metrics(compute_maps(m, vset.images, run.eval.batch_size), vset, run.eval.filter_sizes)
 
-    synth = AnomalySynthesizer(run.synthesis, textures, make_generator(run.train.seed, dist.rank, device))
+    synth = AnomalySynthesizer(run.synthesis, textures, make_generator(run.train.seed, dist.rank, device),
+                               compile=run.train.compile)  # compiles only the dense (GPU) path
     trainer = Trainer(model, data.train, synth, run.train, run.loss, out, validate=validate if dist.is_main else None,
                       callbacks=callbacks, forward=forward if forward is not model else None, rank=dist.rank,
                       is_main=dist.is_main, progress=progress, lr_scale=dist.lr_scale)
@@ -168,7 +167,9 @@ def finish(model: DraemModel, run: RunConfig, data, vset, fit: dict, out: Path, 
         "selection": selection,
         "training": {"iterations": fit["iterations"], "seconds": fit["seconds"], "batch_size": run.train.batch_size,
                      "world_size": dist.world_size, "effective_batch_size": run.train.batch_size * dist.world_size,
-                     "lr_scale": dist.lr_scale, "anomaly_source": source,
+                     "lr_scale": trainer.lr_scale, "lr_scaling": run.train.lr_scaling,
+                     "compiled": bool(run.train.compile) and getattr(trainer.step, "failed", None) is None,
+                     "anomaly_source": source,
                      "device": str(next(model.parameters()).device)},
     }
     save_model_dir(model, out, extra)

@@ -16,7 +16,7 @@ TINY = ["model.rec_width=4", "model.disc_width=4", "train.batch_size=4", "eval.f
 
 
 def test_paper_tables_average_to_the_published_headline():
-    for i, k in enumerate(paper.METRICS):
+    for k in paper.METRICS:
         mean = statistics.fmean(paper.paper_results(c)[k] for c in paper.CATEGORIES)
         assert abs(mean - paper.HEADLINE_MEAN[k]) < 0.05, (k, mean)
     assert paper.paper_results("bottle") == {"image_auroc": 99.2, "pixel_auroc": 99.1, "pixel_ap": 86.5}
@@ -51,7 +51,8 @@ def test_reproduce_writes_the_table_beside_the_paper_and_keeps_finished_runs(roo
         assert r["iterations"] == 6 and set(r["test"]) == {"image_auroc", "pixel_auroc", "pixel_ap", "aupro"}
         assert r["val_score_by_filter_size"] and len(r["val_score_by_checkpoint"]) >= 1
         assert r["filter_size"] in (1, 5, 11)
-    rows = {r["category"]: r for r in csv.DictReader(open(out / "reproduce.csv"))}
+    with open(out / "reproduce.csv") as f:
+        rows = {r["category"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"carpet", "bottle", "mean (all)"}
     assert float(rows["bottle"]["paper_image_auroc"]) == 99.2
     mine = [100 * r["test"]["image_auroc"] for r in report["runs"] if r["category"] == "bottle"]

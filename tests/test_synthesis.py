@@ -82,6 +82,26 @@ def test_dense_and_sparse_modes_agree():
         assert torch.equal(a.mask, b.mask) and torch.equal(a.clean, b.clean)
 
 
+def test_dense_mode_never_waits_for_the_device(monkeypatch):
+    """Dense mode (GPUs) must queue its work without reading anything back to the host: each read
+    (item, tolist, nonzero, a tensor's truth value, bincount's output sizing) stalls the GPU."""
+    x = images(8, 48, 48)
+    s = synth(seed=1, dense=True, size=(48, 48))
+
+    def sync(name):
+        def fail(*args, **kwargs):
+            raise AssertionError(f"dense synthesis called {name}, a host sync on a GPU")
+        return fail
+
+    for name in ("item", "tolist", "nonzero", "__bool__", "cpu", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, sync(f"Tensor.{name}"))
+    for name in ("bincount", "nonzero", "unique", "masked_select"):
+        monkeypatch.setattr(torch, name, sync(f"torch.{name}"))
+    out = s(x)
+    monkeypatch.undo()
+    assert out.augmented.shape == (8, 3, 48, 48) and float(out.has_anomaly.sum()) >= 1
+
+
 def test_any_image_size_and_float_input():
     s = synth(size=(50, 70))
     out = s(images(4, 50, 70).float() / 255)
