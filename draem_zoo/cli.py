@@ -17,6 +17,7 @@ from .commands import (
     cmd_convert_official,
     cmd_describe,
     cmd_evaluate,
+    cmd_export_onnx,
     cmd_predict,
     cmd_publish,
     cmd_pull,
@@ -36,6 +37,7 @@ EPILOG = """start here:
       --variant paper-small --anomaly-source dtd/images --iterations 5000
   draem-zoo evaluate --model runs/bottle --data DATA_ROOT --category bottle
   draem-zoo predict --model runs/bottle images/ --out overlays/
+  draem-zoo export-onnx --model runs/bottle         runs/bottle/model.onnx, checked against PyTorch
   draem-zoo config --variant timm-resnet18          every config key, for --set
   draem-zoo reproduce --data mvtec --anomaly-source dtd/images --out runs/repro   the paper's table
 
@@ -129,7 +131,8 @@ def _add_search(sub) -> None:
 def _add_zoo(sub) -> None:
     p = sub.add_parser("publish", help="publish a search's best models to the Hugging Face Hub",
                        description="One model repository per category (ORG/PREFIX-CATEGORY) with model.safetensors, "
-                       "config.json and a model card; one commit and a tag per release, none when nothing changed; "
+                       "config.json, a model card and model.onnx when export-onnx made one from these weights; one commit "
+                       "and a tag per release, none when nothing changed; "
                        "and a zoo index (ORG/PREFIX-index). The token comes from HF_TOKEN or `hf auth login`.")
     p.add_argument("results", metavar="RESULTS")
     p.add_argument("--org", required=True, help="Hub user or organisation")
@@ -148,6 +151,24 @@ def _add_zoo(sub) -> None:
     p.add_argument("--categories", default=None)
     p.add_argument("--prefix", default="draem-mvtec")
     p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser(
+        "export-onnx", help="export a model to ONNX, checked against PyTorch with ONNX Runtime",
+        description="Write one ONNX graph from uint8 RGB images (input image_rgb_uint8_nhwc, shape (B, S, S, 3), "
+        "S = the model's image size) to the anomaly map (B, 1, S, S) and the image score (B,) after the model's "
+        "own s_f mean filter. Scaling, the channel order of BGR models and normalisation are inside the graph; "
+        "config.json, s_f and the weights' sha256 go into its metadata. The file is checked with ONNX Runtime "
+        "(CPU) against PyTorch (max abs difference <= 1e-4) before it is moved into place. Needs the onnx extra: "
+        'pip install "draem-zoo[onnx]".',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  draem-zoo export-onnx --model runs/bottle\n"
+        "  draem-zoo export-onnx --model hf-hub:acme/draem-mvtec-bottle@v1 --out bottle.onnx --dynamic-batch")
+    p.add_argument("--model", required=True, metavar="DIR_OR_HUB_ID", help="model directory or hf-hub:ORG/NAME[@REV]")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="ONNX file to write (default: MODEL_DIR/model.onnx, or ./model.onnx for a Hub model)")
+    p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, 18 to 23 (default 18)")
+    p.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch fixed at 1)")
+    p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("quickstart", help="the whole chain on this machine in a few minutes, no internet",
                        description="Make a demo dataset, run a short search on embedded Ray, export the best model "

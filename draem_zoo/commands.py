@@ -220,12 +220,20 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from .hub.publish import build_releases, plan, publish
 
     cats = [c for c in (args.categories or "").split(",") if c] or None
-    releases = build_releases(args.results, args.org, args.prefix, args.dataset, args.license, cats)
+    releases = build_releases(args.results, args.org, args.prefix, args.dataset, args.license, cats,
+                              warn=lambda m: print(m, file=sys.stderr))
     if args.dry_run:
         print(json.dumps({"dry_run": True, "would_upload": plan(releases)}, indent=2))
         return 0
     done = publish(releases, args.org, args.prefix, private=args.private, log=lambda m: print(m, file=sys.stderr))
     print(json.dumps({"published": done}))
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .onnx_export import export_onnx
+
+    print(json.dumps(export_onnx(args.model, out=args.out, opset=args.opset, dynamic_batch=args.dynamic_batch)))
     return 0
 
 

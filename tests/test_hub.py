@@ -215,3 +215,79 @@ def test_hub_timm_pretrained_weights_download_through_the_hub(hub_env):
                     path_in_repo="model.safetensors", repo_id="timm/resnet18.a1_in1k")
     enc = TimmEncoder("resnet18", 3, pretrained=True)
     torch.testing.assert_close(enc.model.layer3[0].conv1.weight, donor.layer3[0].conv1.weight)
+
+
+def test_hub_onnx_published_pulled_and_optional(results, hub_env, tmp_path, capsys, monkeypatch):
+    """model.onnx travels with its model; a stale one is not published; repos without it load as before."""
+    import re
+
+    import numpy as np
+
+    from draem_zoo.images import read_rgb
+
+    res = _copy(results, tmp_path)
+    weave, granite = res / "weave" / "best", res / "granite" / "best"
+    assert cli.main(["export-onnx", "--model", str(weave)]) == 0
+    capsys.readouterr()
+    onnx_bytes = (weave / "model.onnx").read_bytes()
+    shutil.copy(weave / "model.onnx", granite / "model.onnx")  # made from weave's weights: stale for granite
+    warnings: list[str] = []
+    rel = {r.category: r for r in _releases(res, warn=warnings.append)}
+    assert list(rel["weave"].files) == ["model.safetensors", "config.json", "model.onnx", "README.md"]
+    assert "model.onnx" not in rel["granite"].files
+    assert len(warnings) == 1 and str(granite / "model.onnx") in warnings[0] and "stale" in warnings[0]
+    assert "onnxruntime" in rel["weave"].card and "image_rgb_uint8_nhwc" in rel["weave"].card
+    assert "onnxruntime" not in rel["granite"].card
+    done = publish(list(rel.values()), ORG, PREFIX, log=lambda m: None)
+    assert all(d["changed"] for d in done)
+    assert hub_env.hub.files(f"{ORG}/{PREFIX}-weave")["model.onnx"] == onnx_bytes
+    assert "model.onnx" not in hub_env.hub.files(f"{ORG}/{PREFIX}-granite")
+
+    # from_pretrained needs no ONNX file, with or without one in the repository
+    x = _images(results[1])
+    for cat in ("weave", "granite"):
+        remote = draem_zoo.from_pretrained(f"{ORG}/{PREFIX}-{cat}")
+        assert "model.onnx" not in {p.name for p in Path(remote.metadata["hub"]["path"]).iterdir()}
+        local = draem_zoo.load(str(res / cat / "best"))
+        assert torch.equal(remote.predict(x).score, local.predict(x).score)
+
+    # pull brings model.onnx back, byte for byte, only where the repository has it
+    zoo = tmp_path / "zoo"
+    assert cli.main(["pull", ORG, str(zoo), "--prefix", PREFIX]) == 0
+    pulled = {json.loads(line)["category"]: json.loads(line) for line in capsys.readouterr().out.splitlines()}
+    assert pulled["weave"]["onnx"] == str(zoo / f"{PREFIX}-weave" / "model.onnx") and "onnx" not in pulled["granite"]
+    assert (zoo / f"{PREFIX}-weave" / "model.onnx").read_bytes() == onnx_bytes
+    assert not (zoo / f"{PREFIX}-granite" / "model.onnx").exists()
+    draem_zoo.load(str(zoo / f"{PREFIX}-granite"))
+
+    # the card's three-line ONNX Runtime snippet runs on the pulled file and agrees with predict
+    snippet = re.search(r"```python\n(import numpy as np, onnxruntime.*?)```", rel["weave"].card, re.S).group(1)
+    assert len(snippet.strip().splitlines()) == 3
+    img = results[1] / "weave" / "test" / "hole" / "000.png"
+    shutil.copy(img, zoo / f"{PREFIX}-weave" / "part1.png")
+    monkeypatch.chdir(zoo / f"{PREFIX}-weave")
+    scope: dict = {}
+    exec(snippet, scope)
+    ref = draem_zoo.load(str(weave)).predict(read_rgb(img, 32).unsqueeze(0).float() / 255)
+    assert np.abs(scope["anomaly_map"] - ref.anomaly_map.numpy()).max() <= 1e-4
+    assert abs(float(scope["score"][0]) - float(ref.score[0])) <= 1e-4
+
+    # a Hub model exports too, to ./model.onnx by default, recording the published weights' sha256
+    (tmp_path / "line").mkdir()
+    monkeypatch.chdir(tmp_path / "line")
+    capsys.readouterr()
+    assert cli.main(["export-onnx", "--model", f"hf-hub:{ORG}/{PREFIX}-granite@v1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["path"] == "model.onnx" and (tmp_path / "line" / "model.onnx").is_file()
+    assert out["weights_sha256"] == json.loads((granite / "config.json").read_text())["weights_sha256"]
+    assert sorted(p.name for p in (tmp_path / "line").iterdir()) == ["model.onnx"]
+
+    # republishing unchanged makes no commit; dropping model.onnx removes it from the repository
+    again = publish(_releases(res, categories=["weave"], warn=warnings.append), ORG, PREFIX, log=lambda m: None)
+    assert not again[0]["changed"]
+    (weave / "model.onnx").unlink()
+    third = publish(_releases(res, categories=["weave"]), ORG, PREFIX, log=lambda m: None)
+    assert third[0]["changed"] and "model.onnx (removed)" in third[0]["files"]
+    assert "model.onnx" not in hub_env.hub.files(f"{ORG}/{PREFIX}-weave")
+    assert torch.equal(draem_zoo.from_pretrained(f"{ORG}/{PREFIX}-weave").predict(x).score,
+                       draem_zoo.load(str(weave)).predict(x).score)

@@ -53,8 +53,9 @@ def _pct(x: float | None) -> str:
 
 
 def render_card(model_dir: str | Path, repo_id: str, dataset: dict[str, Any],
-                search: dict[str, Any] | None = None) -> str:
-    """The README.md of a model repository, from its config.json."""
+                search: dict[str, Any] | None = None, onnx: dict[str, Any] | None = None) -> str:
+    """The README.md of a model repository, from its config.json; ``onnx``: the repository's model.onnx, if any
+    (:func:`draem_zoo.onnx_export.onnx_info`), adds an ONNX Runtime snippet."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
@@ -67,6 +68,8 @@ def render_card(model_dir: str | Path, repo_id: str, dataset: dict[str, Any],
                           metric_name=mname, metric_value=round(100 * test[key], 2))
                for key, mname, mtype in HEADLINE if test.get(key) is not None]
     tags = ["anomaly-detection", "draem", "surface-defect-detection", "industrial-inspection", "safetensors"]
+    if onnx:
+        tags.append("onnx")
     if dataset.get("is_mvtec"):
         tags.append("mvtec-ad")
     card_data = ModelCardData(library_name="draem-zoo", license=dataset["license"], tags=tags,
@@ -97,7 +100,8 @@ def render_card(model_dir: str | Path, repo_id: str, dataset: dict[str, Any],
         + f" (`{source.split('/')[-1]}`)", anomaly_source_short="DTD textures" if "dtd" in source.lower()
         else ("a texture folder" if source.startswith("folder:") else "procedural textures, not DTD"),
         search=search, all_metrics=all_metrics, selection_text=selection_text, speed=test.get("inference_images_per_s", "n/a"),
-        license_note=dataset["note"], weights_sha256=cfg.get("weights_sha256"), is_mvtec=dataset.get("is_mvtec"))
+        license_note=dataset["note"], weights_sha256=cfg.get("weights_sha256"), is_mvtec=dataset.get("is_mvtec"),
+        onnx=onnx)
     return str(card)
 
 

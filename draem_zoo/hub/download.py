@@ -3,6 +3,8 @@
 Downloads go through the Hub cache (``HF_HOME``), so a model once fetched loads offline
 (``HF_HUB_OFFLINE=1``); a revision (commit, tag or branch) pins what is loaded. Loading
 always checks the weights' sha256 against ``config.json`` and the state dict strictly.
+``from_pretrained`` fetches only what PyTorch needs; ``pull`` also brings ``model.onnx``
+when the repository has one (checked to be made from the same weights).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from ..errors import DraemZooError
 from ..export import CONFIG, WEIGHTS, load_model_dir
+from ..onnx_export import ONNX_FILE, stale_reason
 
 HUB_PREFIX = "hf-hub:"
 REPO_FILES = [WEIGHTS, CONFIG, "README.md"]
@@ -44,12 +47,12 @@ def _friendly(exc: Exception, repo_id: str, revision: str | None) -> DraemZooErr
 
 
 def snapshot(repo_id: str, revision: str | None = None, cache_dir: str | None = None,
-             local_dir: str | Path | None = None, token: str | None = None) -> Path:
-    """The model files of a Hub repository at ``revision``, from the cache or downloaded."""
+             local_dir: str | Path | None = None, token: str | None = None, extra: tuple[str, ...] = ()) -> Path:
+    """The model files of a Hub repository at ``revision`` (and ``extra`` ones it has), from the cache or downloaded."""
     from huggingface_hub import snapshot_download
 
     try:
-        path = snapshot_download(repo_id, revision=revision, allow_patterns=REPO_FILES, cache_dir=cache_dir,
+        path = snapshot_download(repo_id, revision=revision, allow_patterns=[*REPO_FILES, *extra], cache_dir=cache_dir,
                                  local_dir=str(local_dir) if local_dir else None, token=token)
     except Exception as exc:
         raise _friendly(exc, repo_id, revision) from None
@@ -93,9 +96,17 @@ def pull(org: str, out_dir: str | Path, categories: list[str] | None = None, pre
     for cat in wanted:
         entry = entries[cat]
         dest = out / entry["repo"].split("/")[-1]
-        snapshot(entry["repo"], entry["revision"], local_dir=dest, token=token)
-        load_model_dir(dest)  # refuses a damaged or altered download now, not at use
-        pulled.append({"category": cat, "repo": entry["repo"], "revision": entry["revision"], "path": str(dest)})
+        snapshot(entry["repo"], entry["revision"], local_dir=dest, token=token, extra=(ONNX_FILE,))
+        model = load_model_dir(dest)  # refuses a damaged or altered download now, not at use
+        item = {"category": cat, "repo": entry["repo"], "revision": entry["revision"], "path": str(dest)}
+        if (dest / ONNX_FILE).is_file():
+            stale = stale_reason(dest, model.metadata.get("weights_sha256"), strict=False)
+            if stale:  # left from an earlier pull of another revision, or altered: never keep a mismatched one
+                (dest / ONNX_FILE).unlink()
+                item["onnx_removed"] = stale
+            else:
+                item["onnx"] = str(dest / ONNX_FILE)
+        pulled.append(item)
     out.mkdir(parents=True, exist_ok=True)
     (out / "index.json").write_text(json.dumps({**index, "pulled": pulled}, indent=2) + "\n")
     return pulled

@@ -1,9 +1,12 @@
 """Publishing a search's best models as a zoo: one Hub repository per category.
 
-Each repository holds ``model.safetensors``, ``config.json`` (the model-directory format)
-and ``README.md`` (the model card). Every card is rendered and checked, locally and by
+Each repository holds ``model.safetensors``, ``config.json`` (the model-directory format),
+``README.md`` (the model card) and, when the model directory has one made from these
+weights, ``model.onnx`` (``draem-zoo export-onnx``; a stale one, whose recorded weights
+sha256 differs from config.json's, is skipped with a warning and removed from the
+repository if an earlier release had it). Every card is rendered and checked, locally and by
 the Hub's own validation, before anything is uploaded. A release is one commit with
-all three files and a tag (``v1``, ``v2``, ...); files whose content the repository
+all its files and a tag (``v1``, ``v2``, ...); files whose content the repository
 already has are detected by hash (LFS sha256 / git blob sha1), so re-publishing an
 unchanged model makes no commit. A zoo index (``<org>/<prefix>-index``: ``index.json``
 + README) maps categories to repository, revision and headline metrics.
@@ -26,6 +29,7 @@ from typing import Any
 from ..__about__ import __version__
 from ..errors import DraemZooError
 from ..export import CONFIG, WEIGHTS
+from ..onnx_export import ONNX_FILE, onnx_info, stale_reason
 from .cards import check_card, dataset_info, render_card
 
 INDEX_FILE = "index.json"
@@ -70,8 +74,20 @@ def _search_info(results: Path, category: str) -> dict[str, Any] | None:
             "seed_spread": f"{100 * spread['mean']:.2f} ± {100 * spread['std']:.2f}" if spread else "n/a"}
 
 
+def _onnx_file(model_dir: Path, cfg: dict[str, Any], warn: Callable[[str], None]) -> dict[str, Any] | None:
+    """What the card says about ``model_dir/model.onnx``; None (with a warning) when absent or stale."""
+    if not (model_dir / ONNX_FILE).is_file():
+        return None
+    reason = stale_reason(model_dir, cfg.get("weights_sha256"))
+    if reason:
+        warn(f"warning: {reason}; {ONNX_FILE} not published")
+        return None
+    return onnx_info(model_dir / ONNX_FILE)
+
+
 def build_releases(results: str | Path, org: str, prefix: str = "draem-mvtec", dataset: str | None = None,
-                   license: str | None = None, categories: list[str] | None = None) -> list[Release]:
+                   license: str | None = None, categories: list[str] | None = None,
+                   warn: Callable[[str], None] = print) -> list[Release]:
     """Render and check the card of every category's best model; nothing leaves the machine."""
     results = Path(results)
     found = sorted(p.parent.parent.name for p in results.glob(f"*/best/{CONFIG}"))
@@ -89,11 +105,15 @@ def build_releases(results: str | Path, org: str, prefix: str = "draem-mvtec", d
         root = ((cfg.get("run") or {}).get("data") or {}).get("root")
         info = dataset_info(root, dataset, license)
         repo_id = f"{org}/{prefix}-{cat}"
-        card = render_card(model_dir, repo_id, info, _search_info(results, cat))
+        onnx = _onnx_file(model_dir, cfg, warn)
+        card = render_card(model_dir, repo_id, info, _search_info(results, cat), onnx=onnx)
         check_card(card)
         test = (cfg.get("metrics") or {}).get("test") or {}
-        releases.append(Release(cat, repo_id, {WEIGHTS: model_dir / WEIGHTS, CONFIG: model_dir / CONFIG,
-                                               "README.md": card.encode()}, card,
+        files: dict[str, bytes | Path] = {WEIGHTS: model_dir / WEIGHTS, CONFIG: model_dir / CONFIG}
+        if onnx:
+            files[ONNX_FILE] = model_dir / ONNX_FILE
+        files["README.md"] = card.encode()
+        releases.append(Release(cat, repo_id, files, card,
                                 {k: test.get(k) for k in ("image_auroc", "pixel_auroc", "pixel_ap", "aupro")},
                                 cfg["model"]["variant"], info["license"]))
     return releases
@@ -119,7 +139,8 @@ def _index(releases: list[Release], refs: dict[str, dict], org: str, prefix: str
     return {"zoo": f"{org}/{prefix}", "format": "draem-zoo-index", "version": 1, "package_version": __version__,
             "categories": {r.category: {"repo": r.repo_id, "revision": refs[r.category]["revision"],
                                         "tag": refs[r.category]["tag"], "variant": r.variant, "license": r.license,
-                                        "weights_sha256": r.digest(WEIGHTS), "metrics": r.metrics}
+                                        "weights_sha256": r.digest(WEIGHTS), "onnx": ONNX_FILE in r.files,
+                                        "metrics": r.metrics}
                            for r in releases}}
 
 
@@ -158,6 +179,17 @@ def _changed_files(api, repo_id: str, release: Release) -> list[str]:
     return changed
 
 
+def _dropped_files(api, repo_id: str, release: Release) -> list[str]:
+    """Optional files (model.onnx) the repository has but this release does not: a stale one must go."""
+    wanted = [n for n in (ONNX_FILE,) if n not in release.files]
+    if not wanted:
+        return []
+    try:
+        return [f.path for f in api.get_paths_info(repo_id, wanted, revision="main")]
+    except Exception:
+        return []  # a new or empty repository
+
+
 def _next_tag(api, repo_id: str) -> str:
     tags = [t.name for t in api.list_repo_refs(repo_id).tags]
     numbers = [int(t[1:]) for t in tags if t.startswith("v") and t[1:].isdigit()]
@@ -167,7 +199,7 @@ def _next_tag(api, repo_id: str) -> str:
 def publish(releases: list[Release], org: str, prefix: str = "draem-mvtec", private: bool = False,
             log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Upload every release (validated first) and the zoo index; returns what happened per repository."""
-    from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard
 
     _token_or_fail()
     api = HfApi()
@@ -181,6 +213,8 @@ def publish(releases: list[Release], org: str, prefix: str = "draem-mvtec", priv
     for r in releases:
         api.create_repo(r.repo_id, private=private, exist_ok=True)
         changed = _changed_files(api, r.repo_id, r)
+        dropped = _dropped_files(api, r.repo_id, r)
+        changed += [f"{n} (removed)" for n in dropped]
         head = api.model_info(r.repo_id).sha if not changed else None
         if not changed:
             tags = api.list_repo_refs(r.repo_id).tags
@@ -189,7 +223,9 @@ def publish(releases: list[Release], org: str, prefix: str = "draem-mvtec", priv
             refs[r.category] = {"revision": head, "tag": tag}
             done.append({"repo": r.repo_id, "changed": False, "revision": head, "tag": tag})
             continue
-        ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=_bytes(r.files[name])) for name in r.files]
+        ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=c if isinstance(c, bytes) else str(c))
+               for name, c in r.files.items()]
+        ops += [CommitOperationDelete(path_in_repo=name) for name in dropped]
         m = r.metrics
         title = f"draem-zoo {__version__}: {r.category}" + (
             f" (image AUROC {100 * m['image_auroc']:.2f})" if m.get("image_auroc") is not None else "")
