@@ -103,6 +103,20 @@ def list_categories(root: str | Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "train" / GOOD).is_dir())
 
 
+def select_categories(root: str | Path, spec: str | None, purpose: str) -> list[str]:
+    """The categories ``spec`` names ("a,b" or "all") under ``root``; an unknown name or none at
+    all is an error naming what is there (``purpose``: what they are for, for the message)."""
+    have = list_categories(root)
+    wanted = have if spec in ("all", "", None) else [c.strip() for c in spec.split(",") if c.strip()]
+    unknown = [c for c in wanted if c not in have]
+    if unknown:
+        raise DataError(f"--categories: {', '.join(unknown)} not found under {root} "
+                        f"(categories there: {', '.join(have) or 'none'})")
+    if not wanted:
+        raise DataError(f"{root}: no categories (folders with train/good/) to {purpose}")
+    return wanted
+
+
 def describe(root: str | Path) -> dict[str, dict]:
     """Counts per category, split and defect type (no image is decoded)."""
     return {c: scan_category(root, c, check_sizes=False).counts() for c in list_categories(root)}

@@ -69,17 +69,10 @@ def _same_settings(run_dir: Path, run) -> list[str]:
 
 
 def plan(opts: ReproduceOptions) -> list[tuple[str, int]]:
-    from .data import list_categories, scan_category
+    from .data import scan_category, select_categories
 
     root = Path(opts.data).expanduser()
-    have = list_categories(str(root))
-    wanted = have if opts.categories in ("all", "", None) else [c.strip() for c in opts.categories.split(",") if c]
-    unknown = [c for c in wanted if c not in have]
-    if unknown:
-        raise DraemZooError(f"--categories: {', '.join(unknown)} not found under {root} "
-                            f"(categories there: {', '.join(have) or 'none'})")
-    if not wanted:
-        raise DraemZooError(f"{root}: no categories (folders with train/good/) to reproduce")
+    wanted = select_categories(root, opts.categories, "reproduce")
     for c in wanted:  # every file checked before any training
         scan_category(str(root), c, 0.1, 0)
     if not opts.seeds:

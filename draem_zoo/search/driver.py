@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..__about__ import __version__
-from ..data import list_categories, scan_category
+from ..data import scan_category, select_categories
 from ..errors import DraemZooError
 from ..runconfig import make_run_config
 from . import results
@@ -102,14 +102,7 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
         raise DraemZooError(f"{opts.space}: no budget; pass --budget ITERS or set BUDGET in the space file")
     final_budget = opts.final_budget if opts.final_budget is not None else (space.final_budget or 0)
     data = str(Path(opts.data).expanduser().resolve())
-    have = list_categories(data)
-    wanted = have if opts.categories in ("all", "", None) else [c.strip() for c in opts.categories.split(",") if c]
-    unknown = [c for c in wanted if c not in have]
-    if unknown:
-        raise DraemZooError(f"--categories: {', '.join(unknown)} not found under {data} "
-                            f"(categories there: {', '.join(have) or 'none'})")
-    if not wanted:
-        raise DraemZooError(f"{data}: no categories (folders with train/good/) to search")
+    wanted = select_categories(data, opts.categories, "search")
     base = make_run_config([f"data.root={data}", *opts.sets])
     n_train = {}
     for c in wanted:
