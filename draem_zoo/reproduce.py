@@ -59,15 +59,6 @@ def run_config(opts: ReproduceOptions, category: str, seed: int):
     return make_run_config(items + list(opts.sets), variant=opts.variant)
 
 
-def _same_settings(run_dir: Path, run) -> list[str]:
-    """Config keys (other than the device) where the run in ``run_dir`` differs from ``run``."""
-    saved = run_dir / "run_config.json"
-    if not saved.is_file():
-        return []
-    before, now = json.loads(saved.read_text()), run.to_dict()
-    return sorted(f"{s}.{k}" for s in now for k in now[s] if k != "device" and before.get(s, {}).get(k) != now[s][k])
-
-
 def plan(opts: ReproduceOptions) -> list[tuple[str, int]]:
     from .data import scan_category, select_categories
 
@@ -81,7 +72,7 @@ def plan(opts: ReproduceOptions) -> list[tuple[str, int]]:
 
 
 def run_reproduce(opts: ReproduceOptions) -> dict[str, Any]:
-    from .workflow import train_category
+    from .workflow import changed_settings, train_category
 
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +83,7 @@ def run_reproduce(opts: ReproduceOptions) -> dict[str, Any]:
         for i, (cat, seed) in enumerate(runs, 1):
             run = run_config(opts, cat, seed)
             run_dir = out / cat / f"seed{seed}"
-            differ = _same_settings(run_dir, run)
+            differ = changed_settings(run_dir, run)
             if differ:
                 raise DraemZooError(f"{run_dir}: holds a run with other settings ({', '.join(differ[:6])}); "
                                     "use the same flags, or another --out")

@@ -4,7 +4,7 @@
 graph, so the loss's many small kernels fuse with the model's last ones; ``train.compile_mode``
 passes ``reduce-overhead`` (CUDA graphs) or ``max-autotune`` through). A compiled module is
 called, never tested for truth. Where compilation cannot work (no C++ compiler, a backend
-that does not support the device, ...), :class:`CompiledStep` says so once, in one warning,
+that does not support the device, ...), :class:`Compiled` says so once, in one warning,
 and trains on in eager mode with the same weights: compilation fails before any weight
 changes (forward) or before the optimizer steps (backward), so nothing is lost.
 """
@@ -66,13 +66,6 @@ class Compiled:
         return self.eager(*args)
 
 
-class CompiledStep(Compiled):
-    """``ForwardLoss`` under ``torch.compile`` (called with x, target, mask)."""
-
-    def __init__(self, module: ForwardLoss, mode: str = "default", backend: str = "inductor"):
-        super().__init__(module, mode, backend, "the training step")
-
-
 def run_step(step, x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
              optimizer: torch.optim.Optimizer) -> LossTerms:
     """Forward + loss through ``step``, backward, optimizer step. A compile error in the
@@ -82,7 +75,7 @@ def run_step(step, x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     try:
         total.backward()
     except Exception as exc:
-        if not (isinstance(step, CompiledStep) and step.failed is None and is_compile_error(exc)):
+        if not (isinstance(step, Compiled) and step.failed is None and is_compile_error(exc)):
             raise
         step.fall_back(exc)
         optimizer.zero_grad(set_to_none=True)

@@ -29,7 +29,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import ConfigError
 from .losses import LossConfig, LossTerms
 from .model import DraemModel
-from .step import CompiledStep, ForwardLoss, run_step
+from .step import Compiled, ForwardLoss, run_step
 from .synthesis import AnomalySynthesizer, SynthBatch, make_generator
 
 PAPER_BATCH = 8
@@ -106,7 +106,7 @@ def resolve_device(name: str) -> torch.device:
 
 def train_step(model: DraemModel, batch: SynthBatch, optimizer: torch.optim.Optimizer, loss_cfg: LossConfig,
                autocast_dtype: torch.dtype | None = None, forward: torch.nn.Module | None = None,
-               step: ForwardLoss | CompiledStep | None = None) -> LossTerms:
+               step: ForwardLoss | Compiled | None = None) -> LossTerms:
     """Forward both sub-networks on the augmented images, backprop the DRAEM loss, step.
 
     As the original, the focal loss reaches the reconstructive network through the
@@ -124,9 +124,9 @@ def train_step(model: DraemModel, batch: SynthBatch, optimizer: torch.optim.Opti
 
 
 def make_step(net: torch.nn.Module, loss_cfg: LossConfig, autocast_dtype: torch.dtype | None, compile: bool,
-              mode: str = "default", backend: str = "inductor") -> ForwardLoss | CompiledStep:
+              mode: str = "default", backend: str = "inductor") -> ForwardLoss | Compiled:
     module = ForwardLoss(net, loss_cfg, autocast_dtype)
-    return CompiledStep(module, mode, backend) if compile else module
+    return Compiled(module, mode, backend, "the training step") if compile else module
 
 
 Callback = Callable[[dict[str, Any]], None]

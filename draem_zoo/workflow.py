@@ -47,17 +47,23 @@ class Distributed:
         return self.rank == 0
 
 
-def _check_resume(out: Path, run: RunConfig, resume: bool) -> None:
+def changed_settings(out: Path, run: RunConfig) -> list[str]:
+    """Config keys (other than the device) where the run saved in ``out`` differs from ``run``."""
     saved = out / RUN_CONFIG
+    if not saved.is_file():
+        return []
+    before, now = json.loads(saved.read_text()), run.to_dict()
+    return sorted(f"{sec}.{k}" for sec in now for k in now[sec]
+                  if before.get(sec, {}).get(k) != now[sec][k] and k not in ("device",))
+
+
+def _check_resume(out: Path, run: RunConfig, resume: bool) -> None:
     has_ckpt = (out / "checkpoints" / "last" / "meta.json").is_file()
     if has_ckpt and not resume:
         raise DraemZooError(f"{out}: holds a checkpoint of an earlier run; pass --resume to continue it, or "
                             "choose another --out")
-    if resume and saved.is_file():
-        before = json.loads(saved.read_text())
-        now = run.to_dict()
-        diff = sorted(f"{sec}.{k}" for sec in now for k in now[sec]
-                      if before.get(sec, {}).get(k) != now[sec][k] and k not in ("device",))
+    if resume:
+        diff = changed_settings(out, run)
         if diff:
             raise DraemZooError(f"{out}: --resume with different settings ({', '.join(diff[:6])}); resume with "
                                 "the same flags, or train into another --out")

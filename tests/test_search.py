@@ -189,6 +189,20 @@ def _durable_checkpoint(out: Path, search_id: str, trial_id: str) -> int:
     return int((latest.get("metrics") or {}).get("iteration") or 0)
 
 
+def _durable_statuses(out: Path) -> dict[str, str]:
+    """Trial statuses as Tune had persisted them in its experiment state."""
+    durable = {}
+    for state in sorted((out / "ray").glob("*-weave/experiment_state-*.json")):
+        try:
+            data = json.loads(state.read_text())
+        except (OSError, ValueError):  # being rewritten
+            continue
+        for trial_json, _ in data["trial_data"]:
+            t = json.loads(trial_json)
+            durable[t["trial_id"]] = t["status"]
+    return durable
+
+
 def test_search_resume_after_driver_sigkill(data, tmp_path):
     if ray.is_initialized():
         ray.shutdown()
@@ -217,17 +231,15 @@ def test_search_resume_after_driver_sigkill(data, tmp_path):
         ckpt = {t["trial_id"]: _durable_checkpoint(out, st["search_id"], t["trial_id"]) for t in trials
                 if t["status"] == "RUNNING"}
         midway = {tid for tid, it in ckpt.items() if 0 < it < 260}
-        if finished_before and midway:
+        # kill once Tune has also persisted a finished trial (its state lags the progress by up to
+        # TUNE_GLOBAL_CHECKPOINT_S, more on a loaded machine): both kinds of trial are then exercised
+        if finished_before and midway and "TERMINATED" in _durable_statuses(out).values():
             break
     assert finished_before and midway, "no moment with a finished and a checkpointed running trial"
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, with no chance to clean up
     # a checkpoint may have landed between the poll and the kill: take the latest persisted one
     ckpt = {tid: max(it, _durable_checkpoint(out, st["search_id"], tid)) for tid, it in ckpt.items()}
-    durable = {}  # what Tune had persisted when the driver died
-    for state in sorted((out / "ray").glob("*-weave/experiment_state-*.json")):
-        for trial_json, _ in json.loads(state.read_text())["trial_data"]:
-            t = json.loads(trial_json)
-            durable[t["trial_id"]] = t["status"]
+    durable = _durable_statuses(out)  # what Tune had persisted when the driver died
     proc.wait()
     time.sleep(3)
     res = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)

@@ -21,6 +21,7 @@ from ray import tune
 
 from ..runconfig import RunConfig, make_run_config
 from . import progress
+from .results import variant_of
 from .space import load_space, overrides_of
 from .trial import make_trainer, trial_trainable
 
@@ -45,11 +46,6 @@ class DurableOptunaSearch(_OptunaSearch):
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
-
-
-def variant_of(trial: dict[str, Any]) -> str:
-    """The model variant (backbone) a trial record trained."""
-    return trial.get("variant") or (trial.get("overrides") or {}).get("model.variant", "paper")
 
 
 def _trial_id_from_path(path: str | None) -> str | None:

@@ -111,8 +111,9 @@ def trial_records(out: Path) -> list[dict[str, Any]]:
     return recs
 
 
-def _variant(r: dict[str, Any]) -> str:
-    return r.get("variant") or (r.get("overrides") or {}).get("model.variant", "paper")
+def variant_of(trial: dict[str, Any]) -> str:
+    """The model variant (backbone) a trial record trained."""
+    return trial.get("variant") or (trial.get("overrides") or {}).get("model.variant", "paper")
 
 
 def _mean(vals: list[Any]) -> float | None:
@@ -157,9 +158,9 @@ def backbones(out: Path) -> list[dict[str, Any]]:
     for r in trial_records(out):
         if r.get("best_val_score") is None:
             continue
-        cur = per.setdefault(_variant(r), {}).get(r["category"])
+        cur = per.setdefault(variant_of(r), {}).get(r["category"])
         if cur is None or r["best_val_score"] > cur["best_val_score"]:
-            per[_variant(r)][r["category"]] = r
+            per[variant_of(r)][r["category"]] = r
     for variant, cats in sorted(per.items()):
         per_cat = {c: {**{k: (r.get("test") or {}).get(k) for k in (*HEADLINE, "images_per_s")},
                        "val_score": r["best_val_score"], "iteration": r.get("iteration"),
