@@ -5,7 +5,7 @@
                                  [--steps 3] [--threads N]
 
 Models have random weights (throughput does not depend on the values) and are exported with
-``draem_zoo.onnx_export.export_model`` (dynamic batch, default opset, parity-checked as the
+``draem_zoo.export.onnx.export_model`` (dynamic batch, default opset, parity-checked as the
 command does). Both sides get the same uint8 RGB (B, S, S, 3) batch: PyTorch runs
 ``DraemModel.predict`` on it (after the conversion to float (B, 3, S, S) in [0, 1], which the
 ONNX graph does inside), ONNX Runtime runs the graph with the same number of intra-op threads.
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from draem_zoo import build_model
-from draem_zoo.onnx_export import INPUT_NAME, export_model, session
+from draem_zoo.export.onnx import INPUT_NAME, export_model, session
 
 
 def timed(fn, steps: int) -> float:

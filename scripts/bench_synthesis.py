@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from draem_zoo.synthesis import AnomalySynthesizer, SynthesisConfig, load_textures, make_generator
+from draem_zoo.synthesis.simulator import AnomalySynthesizer, SynthesisConfig, load_textures, make_generator
 
 ORIGINAL_PER_CORE = 63.0  # samples/s of the original data loader per core on the reference machine
 
@@ -71,8 +71,8 @@ def main() -> None:
         gbank = load_textures(cfg, args.size, dev)
         gimg = images.to(dev)
         from draem_zoo import build_model
-        from draem_zoo.losses import LossConfig
-        from draem_zoo.trainer import train_step
+        from draem_zoo.model.losses import LossConfig
+        from draem_zoo.train.trainer import train_step
 
         model = build_model("paper").to(dev).to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)

@@ -25,10 +25,10 @@ import time
 import torch
 
 from draem_zoo import build_model, list_variants
-from draem_zoo.losses import LossConfig
-from draem_zoo.synthesis import AnomalySynthesizer, SynthesisConfig, make_generator
-from draem_zoo.textures import TextureBank
-from draem_zoo.trainer import resolve_device, train_step
+from draem_zoo.model.losses import LossConfig
+from draem_zoo.synthesis.simulator import AnomalySynthesizer, SynthesisConfig, make_generator
+from draem_zoo.synthesis.textures import TextureBank
+from draem_zoo.train.trainer import resolve_device, train_step
 
 ORIGINAL = {"train_s_per_step": 42.0, "infer_images_per_s": 0.66}  # paper model, 256 px, batch 8, 2 CPU cores
 # the original DRAEM code's train step, fp32, batch 8, paper model, 256 px, measured on one H100 (issue 10;
@@ -74,8 +74,8 @@ def bench_e2e(variant: str, size: int, batch: int, steps: int, device: torch.dev
               anomaly_source: str | None) -> dict:
     """What ``draem-zoo train`` does per iteration: sample a batch from the uint8 cache on the
     device, synthesise anomalies, train step (bf16 on a GPU); and synthesis alone, for its share."""
-    from draem_zoo.synthesis import load_textures
-    from draem_zoo.trainer import make_step
+    from draem_zoo.synthesis.simulator import load_textures
+    from draem_zoo.train.trainer import make_step
 
     torch.manual_seed(0)
     model = build_model(variant, image_size=size).to(device)

@@ -10,9 +10,9 @@ import pytest
 
 from draem_zoo.config import apply_overrides, from_dict, to_dict
 from draem_zoo.errors import ConfigError
-from draem_zoo.losses import LossConfig
-from draem_zoo.synthesis import SynthesisConfig
-from draem_zoo.variants import ModelConfig
+from draem_zoo.model.losses import LossConfig
+from draem_zoo.model.variants import ModelConfig
+from draem_zoo.synthesis.simulator import SynthesisConfig
 
 
 @dataclasses.dataclass

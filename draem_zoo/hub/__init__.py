@@ -1,7 +1,10 @@
-"""Everything that talks to the Hugging Face Hub (the only package importing huggingface_hub).
+"""The model zoo on the Hugging Face Hub (the only package importing huggingface_hub).
 
-* :mod:`.timm_weights`: pretrained timm encoder weights (cache first, fast failure offline);
+Takes a search's exported model directories and hands users one repository per category:
+
 * :mod:`.cards`: model cards rendered from ``cards/model_card.md.j2``;
 * :mod:`.publish`: one repository per category, one commit, a tag per release, a zoo index;
 * :mod:`.download`: ``from_pretrained`` and ``pull`` (the Hub cache, offline, pinned revisions).
+
+(Pretrained timm encoder weights are fetched by timm itself, through its own Hub entries.)
 """

@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
 from ..errors import DraemZooError
 
 TEMPLATE_NAME = "model_card.md.j2"
@@ -55,9 +57,7 @@ def _pct(x: float | None) -> str:
 def render_card(model_dir: str | Path, repo_id: str, dataset: dict[str, Any],
                 search: dict[str, Any] | None = None, onnx: dict[str, Any] | None = None) -> str:
     """The README.md of a model repository, from its config.json; ``onnx``: the repository's model.onnx, if any
-    (:func:`draem_zoo.onnx_export.onnx_info`), adds an ONNX Runtime snippet."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
+    (:func:`draem_zoo.export.onnx.onnx_info`), adds an ONNX Runtime snippet."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
     test = (cfg.get("metrics") or {}).get("test") or {}
     category = (cfg.get("data") or {}).get("category") or "unknown"
@@ -128,8 +128,6 @@ def describe_selection(cfg: dict) -> str:
 
 def check_card(text: str) -> None:
     """huggingface_hub's local checks: the metadata parses and the model-index is well formed."""
-    from huggingface_hub import ModelCard
-
     try:
         card = ModelCard(text, ignore_metadata_errors=False)
     except Exception as exc:

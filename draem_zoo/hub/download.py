@@ -13,9 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import hf_hub_download, snapshot_download
+
 from ..errors import DraemZooError
-from ..export import CONFIG, WEIGHTS, load_model_dir
-from ..onnx_export import ONNX_FILE, stale_reason
+from ..export.onnx import ONNX_FILE, stale_reason
+from ..model.modeldir import CONFIG, WEIGHTS, load_model_dir
 
 HUB_PREFIX = "hf-hub:"
 REPO_FILES = [WEIGHTS, CONFIG, "README.md"]
@@ -49,8 +51,6 @@ def _friendly(exc: Exception, repo_id: str, revision: str | None) -> DraemZooErr
 def snapshot(repo_id: str, revision: str | None = None, cache_dir: str | None = None,
              local_dir: str | Path | None = None, token: str | None = None, extra: tuple[str, ...] = ()) -> Path:
     """The model files of a Hub repository at ``revision`` (and ``extra`` ones it has), from the cache or downloaded."""
-    from huggingface_hub import snapshot_download
-
     try:
         path = snapshot_download(repo_id, revision=revision, allow_patterns=[*REPO_FILES, *extra], cache_dir=cache_dir,
                                  local_dir=str(local_dir) if local_dir else None, token=token)
@@ -72,8 +72,6 @@ def from_pretrained(repo_id: str, revision: str | None = None, device: str = "cp
 
 
 def read_index(org: str, prefix: str, revision: str | None = None, token: str | None = None) -> dict[str, Any]:
-    from huggingface_hub import hf_hub_download
-
     repo = f"{org}/{prefix}-index"
     try:
         path = hf_hub_download(repo, "index.json", revision=revision, token=token)

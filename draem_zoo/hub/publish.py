@@ -26,11 +26,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, get_token
+
 from ..__about__ import __version__
 from ..errors import DraemZooError
-from ..export import CONFIG, WEIGHTS
-from ..onnx_export import ONNX_FILE, onnx_info, stale_reason
+from ..export.onnx import ONNX_FILE, onnx_info, stale_reason
+from ..model.modeldir import CONFIG, WEIGHTS
 from .cards import check_card, dataset_info, render_card
+from .download import read_index
 
 INDEX_FILE = "index.json"
 
@@ -152,8 +155,6 @@ def plan(releases: list[Release]) -> list[dict[str, Any]]:
 
 
 def _token_or_fail() -> None:
-    from huggingface_hub import get_token
-
     if not get_token():
         raise DraemZooError("no Hugging Face token: set HF_TOKEN, or run `hf auth login`, then publish again")
 
@@ -199,8 +200,6 @@ def _next_tag(api, repo_id: str) -> str:
 def publish(releases: list[Release], org: str, prefix: str = "draem-mvtec", private: bool = False,
             log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Upload every release (validated first) and the zoo index; returns what happened per repository."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard
-
     _token_or_fail()
     api = HfApi()
     for r in releases:  # every card passes the Hub's validation before anything is uploaded
@@ -241,13 +240,9 @@ def publish(releases: list[Release], org: str, prefix: str = "draem-mvtec", priv
 
 
 def _publish_index(api, releases, refs, org, prefix, private, log) -> None:
-    from huggingface_hub import CommitOperationAdd
-
     repo = f"{org}/{prefix}-index"
     index = _index(releases, refs, org, prefix)
     try:  # keep categories published earlier that this run did not touch
-        from .download import read_index
-
         old = read_index(org, prefix)
         index["categories"] = {**old.get("categories", {}), **index["categories"]}
     except DraemZooError:

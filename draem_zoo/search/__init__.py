@@ -1,6 +1,7 @@
-"""Distributed hyperparameter search (the only package that imports Ray).
+"""Distributed hyperparameter search per category (the only package that imports Ray).
 
-``space`` loads search-space files (Optuna define-by-run functions); ``results`` writes
-leaderboards and the backbone comparison; ``trial``, ``category`` and ``driver`` run
-the search with Ray Tune (Optuna + ASHA) over Ray Train (DDP) on a cluster.
+``space`` loads search-space files (Optuna define-by-run functions); ``trial``, ``category`` and
+``driver`` run the search with Ray Tune (Optuna + ASHA) over Ray Train (DDP) on a cluster, each
+trial a :func:`draem_zoo.pipeline.train_category`; ``results`` hands on the exported best model per
+category, the leaderboard and the backbone comparison.
 """

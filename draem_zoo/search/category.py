@@ -12,14 +12,17 @@ seed; the result carries the test metrics and the exported model directory.
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
 
+import optuna
 import ray
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler
 
-from ..runconfig import RunConfig, make_run_config
+from ..pipeline.runconfig import RunConfig, make_run_config
 from . import progress
 from .results import variant_of
 from .space import load_space, overrides_of
@@ -40,8 +43,6 @@ class DurableOptunaSearch(_OptunaSearch):
     """
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        import optuna
-
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -56,8 +57,6 @@ def _trial_id_from_path(path: str | None) -> str | None:
 def _optuna_storage(storage: str, experiment: str):
     if "://" in storage:
         return None  # object stores: the study is kept in Tune's searcher checkpoints
-    import optuna
-
     path = Path(storage) / experiment
     path.mkdir(parents=True, exist_ok=True)
     return optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.sqlite3'}")
@@ -66,8 +65,6 @@ def _optuna_storage(storage: str, experiment: str):
 @ray.remote(num_cpus=0.01, max_concurrency=4)
 class CategorySearch:
     def __init__(self, category: str, space_path: str, base: dict[str, Any], settings: dict[str, Any]):
-        import os
-
         # Tune persists its experiment state (trial statuses, scheduler, searcher) at this period;
         # what happened after the last save is redone on --resume, so keep it short (the state is
         # small: the study itself lives in SQLite).
@@ -84,8 +81,6 @@ class CategorySearch:
                 "final": [dict(f) for f in self.final]}
 
     def _tuner(self, resume: bool) -> tune.Tuner:
-        from ray.tune.schedulers import ASHAScheduler
-
         s, sp = self.settings, self.space
         exp = s["experiment"]
         inner = tune.with_parameters(trial_trainable, base=self.base, settings=s)
@@ -201,8 +196,6 @@ class CategorySearch:
         storage = _optuna_storage(self.settings["storage"], self.settings["experiment"])
         if storage is None:
             return None
-        import optuna
-
         study = optuna.load_study(study_name=self.settings["experiment"], storage=storage)
         states = [t.state.name for t in study.trials]
         return {"trials": len(states), "complete": states.count("COMPLETE"), "running": states.count("RUNNING"),

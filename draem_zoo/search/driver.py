@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ..__about__ import __version__
-from ..data import scan_category, select_categories
+from ..data.mvtec import scan_category, select_categories
 from ..errors import DraemZooError
-from ..runconfig import make_run_config
+from ..pipeline.runconfig import make_run_config
 from . import results
 from .space import check_space, load_space
 
@@ -66,7 +66,7 @@ class SearchOptions:
 def _check_storage(storage: str) -> str:
     if "://" in storage:
         try:
-            import pyarrow.fs as pafs
+            import pyarrow.fs as pafs  # object stores only
 
             fs, path = pafs.FileSystem.from_uri(storage)
             fs.create_dir(path, recursive=True)
@@ -120,7 +120,7 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
 
 
 def _start_ray(opts: SearchOptions) -> bool:
-    import ray
+    import ray  # lazily, here and below: preflight and --plan run without Ray
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     # worker start-up on a busy machine can take minutes: a slow start should not fail a trial
@@ -199,7 +199,7 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
 
     try:
         res = _check_cluster(opts)
-        from .category import CategorySearch
+        from .category import CategorySearch  # imports Ray Tune: only once Ray runs
 
         settings = {"search_id": meta["search_id"], "storage": pre["storage"], "trials": opts.trials,
                     "budget": pre["budget"], "final_budget": pre["final_budget"], "validations": opts.validations,

@@ -272,7 +272,7 @@ METRIC_NAMES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pix
 
 def plot_backbones(rows: list[dict[str, Any]], path: Path, title: str = "", cats: list[str] | None = None) -> None:
     """Two panels a reader needs no README for: accuracy against speed, and the four test metrics."""
-    import matplotlib
+    import matplotlib  # lazily: a second to import, and only the plot needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -32,7 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from ..errors import ConfigError, DraemZooError
+from ..model.draem import build_model
+from ..pipeline.runconfig import make_run_config
 
 SAMPLERS = ("tpe", "random", "grid")
 
@@ -57,8 +61,6 @@ class SearchSpace:
         return self.path.read_text()
 
     def make_sampler(self, seed: int | None = None, name: str | None = None):
-        import optuna
-
         which = name or self.sampler
         if which == "tpe":
             return optuna.samplers.TPESampler(seed=seed)
@@ -151,11 +153,6 @@ def overrides_of(params: dict[str, Any]) -> dict[str, Any]:
 
 def check_space(space: SearchSpace, base, draws: int = 32, build_models: bool = True) -> list[dict[str, Any]]:
     """Draw suggestions with a throw-away study and check each makes a valid run (and model)."""
-    import optuna
-
-    from ..model import build_model
-    from ..runconfig import make_run_config
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (optuna.samplers.GridSampler(space.grid, seed=0) if space.sampler == "grid" and space.grid
                else optuna.samplers.RandomSampler(seed=0))

@@ -24,11 +24,13 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
+from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
 
-from ..runconfig import RunConfig, make_run_config
-from ..workflow import Distributed, train_category
+from ..pipeline.runconfig import RunConfig, make_run_config
+from ..pipeline.workflow import Distributed, train_category
 from .space import overrides_of
 
 HEADLINE = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
@@ -159,9 +161,6 @@ def trial_run_config(params: dict[str, Any], base: dict[str, Any], budget: int, 
 def trial_trainable(config: dict[str, Any], base: dict[str, Any] | None = None,
                     settings: dict[str, Any] | None = None) -> None:
     """Tune function trainable: one search trial = one TorchTrainer run."""
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     trial_id = tune.get_context().get_trial_id()
     run = trial_run_config(config, base, settings["budget"], settings["validations"])
     trainer = make_trainer(run, f"{settings['experiment']}-{trial_id}", settings, [TuneReportCallback()],

@@ -1,0 +1,290 @@
+"""The ``draem-zoo`` command line.
+
+Every subcommand is a small function that parses its flags and calls the library; a
+:class:`DraemZooError` (bad input the user can fix) is printed as one clear message
+with exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..__about__ import __version__
+from ..errors import DraemZooError
+from .commands import (
+    cmd_compare,
+    cmd_config,
+    cmd_convert_official,
+    cmd_describe,
+    cmd_evaluate,
+    cmd_export_onnx,
+    cmd_predict,
+    cmd_publish,
+    cmd_pull,
+    cmd_quickstart,
+    cmd_reproduce,
+    cmd_search,
+    cmd_status,
+    cmd_train,
+    cmd_variants,
+)
+
+EPILOG = """start here:
+  draem-zoo quickstart                              the whole chain on demo data, a few minutes
+  draem-zoo describe DATA_ROOT                      categories and image counts
+  draem-zoo train --data DATA_ROOT --category bottle --out runs/bottle \\
+      --variant paper-small --anomaly-source dtd/images --iterations 5000
+  draem-zoo evaluate --model runs/bottle --data DATA_ROOT --category bottle
+  draem-zoo predict --model runs/bottle images/ --out overlays/
+  draem-zoo export-onnx --model runs/bottle         runs/bottle/model.onnx, checked against PyTorch
+  draem-zoo config --variant timm-resnet18          every config key, for --set
+  draem-zoo reproduce --data mvtec --anomaly-source dtd/images --out runs/repro   the paper's table
+
+Data layout (MVTec AD): ROOT/CATEGORY/train/good/*.png, ROOT/CATEGORY/test/<defect>/*.png,
+ROOT/CATEGORY/ground_truth/<defect>/<name>_mask.png.
+"""
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train one model on one category and write its model directory",
+        description="Train DRAEM on ROOT/CATEGORY/train/good, choose the mean-filter size and thresholds on a "
+        "synthetic validation set made from held-out normal images, report test metrics, and write "
+        "OUT/model.safetensors + OUT/config.json. Checkpoints go to OUT/checkpoints; --resume continues.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  draem-zoo train --data mvtec --category bottle --out runs/bottle --variant paper\n"
+        "  draem-zoo train --data mvtec --category grid --out runs/grid --set loss.ssim_weight=2 "
+        "--set loss.focal_gamma=3\n  (draem-zoo config lists every --set key)")
+    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root in MVTec AD layout")
+    p.add_argument("--category", required=True, metavar="NAME", help="category folder under ROOT")
+    p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
+    p.add_argument("--variant", default=None, help="model variant (default paper; see draem-zoo variants)")
+    p.add_argument("--iterations", type=int, default=None, help="iteration budget (default: the paper's 700 epochs)")
+    p.add_argument("--image-size", type=int, default=None, help="training size (default 256)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 8)")
+    p.add_argument("--anomaly-source", default=None, metavar="DIR",
+                   help="texture folder, e.g. dtd/images (default: procedural textures)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. loss.ssim_weight=2")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last")
+    p.add_argument("--json", action="store_true", help="print the result summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_search(sub) -> None:
+    p = sub.add_parser(
+        "search", help="hyperparameter search per category on a Ray cluster, then export the best models",
+        description="For every category: an Optuna study driven by Ray Tune (ASHA early stopping), each trial "
+        "a Ray Train run (DDP over --workers-per-trial), selecting on the validation score (no test images); "
+        "then the best configuration is retrained at the full budget, evaluated on test and exported to "
+        "RESULTS/<category>/best/. Without --address Ray starts on this machine.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  draem-zoo search --data mvtec --out results/mvtec --space search_spaces/default.py "
+        "--trials 32 --gpus-per-trial 1\n  draem-zoo search --data mvtec --out results/mvtec --address auto "
+        "--storage /shared/draem --resume\n  draem-zoo status results/mvtec")
+    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root (MVTec AD layout), seen by all nodes")
+    p.add_argument("--out", required=True, metavar="RESULTS", help="results folder")
+    p.add_argument("--categories", default="all", help="a,b,c or all (default)")
+    p.add_argument("--space", default="search_spaces/default.py", help="search-space file")
+    p.add_argument("--trials", type=int, default=16, help="trials per category (default 16)")
+    p.add_argument("--budget", type=int, default=None, metavar="ITERS", help="iterations per trial (ASHA max_t)")
+    p.add_argument("--final-budget", type=int, default=None, metavar="ITERS",
+                   help="iterations of the final retraining (0 = the paper's 700 epochs)")
+    p.add_argument("--final-seeds", type=int, default=1, help="retrain the best config with N seeds (mean ± std)")
+    p.add_argument("--final-workers", type=int, default=None, help="DDP workers of the final retraining")
+    p.add_argument("--backbones-final", action="store_true",
+                   help="retrain every backbone's best configuration at the final budget (not only the winner's), "
+                   "so that the backbone comparison compares final models; export the best of them on validation")
+    p.add_argument("--address", default=None, help="ray://host:10001 or auto (default: start Ray here)")
+    p.add_argument("--storage", default=None, metavar="PATH_OR_URI",
+                   help="Ray storage all nodes see: a shared folder or s3://..., gs://... (default RESULTS/ray)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack small trials")
+    p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers per trial")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once per category (default: fits)")
+    p.add_argument("--lr-scaling", default="none", choices=["none", "linear", "sqrt"],
+                   help="scale the learning rate with the number of DDP workers")
+    p.add_argument("--sampler", default=None, choices=["tpe", "random", "grid"], help="Optuna sampler override")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--retries", type=int, default=2, help="restarts of a crashed trial from its checkpoint")
+    p.add_argument("--num-cpus", type=float, default=None, help="CPUs of the embedded Ray (default: all)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed config for every trial")
+    p.add_argument("--resume", action="store_true", help="continue the search in RESULTS")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("status", help="progress table of a search")
+    p.add_argument("results", metavar="RESULTS")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("compare", help="rebuild leaderboard and backbone comparison of a search")
+    p.add_argument("results", metavar="RESULTS")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_compare)
+
+
+def _add_zoo(sub) -> None:
+    p = sub.add_parser("publish", help="publish a search's best models to the Hugging Face Hub",
+                       description="One model repository per category (ORG/PREFIX-CATEGORY) with model.safetensors, "
+                       "config.json, a model card and model.onnx when export-onnx made one from these weights; one commit "
+                       "and a tag per release, none when nothing changed; "
+                       "and a zoo index (ORG/PREFIX-index). The token comes from HF_TOKEN or `hf auth login`.")
+    p.add_argument("results", metavar="RESULTS")
+    p.add_argument("--org", required=True, help="Hub user or organisation")
+    p.add_argument("--prefix", default="draem-mvtec", help="repository name prefix (default draem-mvtec)")
+    p.add_argument("--categories", default=None, help="a,b (default: every exported category)")
+    p.add_argument("--dataset", default=None, help="training data name for the card (default: from the data root)")
+    p.add_argument("--license", default=None,
+                   help="license of the training data, inherited by the model (MVTec AD: cc-by-nc-sa-4.0, detected)")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="show what would be uploaded; upload nothing")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("pull", help="download a whole zoo into a folder (for air-gapped sites)")
+    p.add_argument("org", metavar="ORG")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--categories", default=None)
+    p.add_argument("--prefix", default="draem-mvtec")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser(
+        "export-onnx", help="export a model to ONNX, checked against PyTorch with ONNX Runtime",
+        description="Write one ONNX graph from uint8 RGB images (input image_rgb_uint8_nhwc, shape (B, S, S, 3), "
+        "S = the model's image size) to the anomaly map (B, 1, S, S) and the image score (B,) after the model's "
+        "own s_f mean filter. Scaling, the channel order of BGR models and normalisation are inside the graph; "
+        "config.json, s_f and the weights' sha256 go into its metadata. The file is checked with ONNX Runtime "
+        "(CPU) against PyTorch (max abs difference <= 1e-4) before it is moved into place. Needs the onnx extra: "
+        'pip install "draem-zoo[onnx]".',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  draem-zoo export-onnx --model runs/bottle\n"
+        "  draem-zoo export-onnx --model hf-hub:acme/draem-mvtec-bottle@v1 --out bottle.onnx --dynamic-batch")
+    p.add_argument("--model", required=True, metavar="DIR_OR_HUB_ID", help="model directory or hf-hub:ORG/NAME[@REV]")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="ONNX file to write (default: MODEL_DIR/model.onnx, or ./model.onnx for a Hub model)")
+    p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, 18 to 23 (default 18)")
+    p.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch fixed at 1)")
+    p.set_defaults(func=cmd_export_onnx)
+
+    p = sub.add_parser("quickstart", help="the whole chain on this machine in a few minutes, no internet",
+                       description="Make a demo dataset, run a short search on embedded Ray, export the best model "
+                       "per category, render model cards, write a local zoo, predict and draw overlays.")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to put everything (default: a temp folder)")
+    p.add_argument("--trials", type=int, default=4, help="search trials per category (default 4)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_quickstart)
+
+
+def _add_reproduce(sub) -> None:
+    p = sub.add_parser(
+        "reproduce", help="train the paper's configuration per category and compare with the paper's tables",
+        description="For every category (and seed): train DRAEM (checkpoint and s_f selected on validation only), "
+        "evaluate on test, and write OUT/reproduce.md/.csv/.json: image AUROC, pixel AUROC, pixel AP and AUPRO "
+        "beside the paper's Tables 1 and 2. Running the same command again keeps finished runs and resumes an "
+        "interrupted one; several invocations (e.g. one per GPU with --device and --categories) can share OUT.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  draem-zoo reproduce --data mvtec --anomaly-source dtd/images --out runs/repro\n"
+        "  draem-zoo reproduce --data mvtec --anomaly-source dtd/images --out runs/repro --categories bottle,grid "
+        "--seeds 0,1,2 --device cuda:1\n  draem-zoo reproduce --data data --categories magnetic_tile --anomaly-source "
+        "dtd --out runs/mt --variant paper-tiny --image-size 128 --iterations 1800   # a CPU budget")
+    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root in MVTec AD layout")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (one model directory per run)")
+    p.add_argument("--anomaly-source", default=None, metavar="DIR", help="DTD's images/ folder (the paper's source)")
+    p.add_argument("--categories", default="all", help="a,b,c or all (default)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0); mean ± std over them")
+    p.add_argument("--iterations", type=int, default=0, help="iterations per run (default 0: the paper's 700 epochs)")
+    p.add_argument("--variant", default="paper", help="model variant (default paper)")
+    p.add_argument("--image-size", type=int, default=256, help="image size (default 256, the paper's)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other config key")
+    p.add_argument("--report-only", action="store_true", help="rebuild the tables from OUT; train nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="draem-zoo",
+        description="DRAEM surface anomaly detection: train, search, evaluate and share models.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"draem-zoo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("describe", help="list the categories of a dataset root with image counts")
+    p.add_argument("root", metavar="ROOT")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_describe)
+
+    _add_train(sub)
+    _add_search(sub)
+    _add_zoo(sub)
+    _add_reproduce(sub)
+
+    p = sub.add_parser("evaluate", help="test metrics of a model on a category",
+                       description="Image AUROC/AP, pixel AUROC/AP, AUPRO, F1-max and per-defect AUROC on "
+                       "ROOT/CATEGORY/test (maps computed once; headline at the model's s_f).")
+    p.add_argument("--model", required=True, metavar="DIR_OR_HUB_ID")
+    p.add_argument("--data", required=True, metavar="ROOT")
+    p.add_argument("--category", required=True, metavar="NAME")
+    p.add_argument("--filter-size", type=int, default=None, help="headline s_f (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="anomaly scores (JSON lines) and overlay pictures for images",
+                       description="One JSON object per image: image, score, anomalous (by the threshold chosen "
+                       "on validation data), threshold. With --out, a PNG per image: input, heatmap, mask.")
+    p.add_argument("--model", required=True, metavar="DIR_OR_HUB_ID")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--out", default=None, metavar="DIR", help="write overlay PNGs here")
+    p.add_argument("--filter-size", type=int, default=None, help="mean-filter size s_f (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("config", help="print the full run config (every key --set accepts)")
+    p.add_argument("--variant", default=None)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("variants", help="list the named model variants")
+    p.set_defaults(func=cmd_variants)
+
+    p = sub.add_parser(
+        "convert-official",
+        help="convert the authors' released .pckl checkpoints to safetensors + config.json",
+        description="Convert an official DRAEM checkpoint pair (reconstructive REC.pckl and discriminative "
+        "SEG.pckl, as released by the authors) into a model directory. The files are read with "
+        "torch.load(weights_only=True); the BGR channel order they were trained with is recorded.")
+    p.add_argument("rec", metavar="REC.pckl", help="reconstructive sub-network checkpoint")
+    p.add_argument("seg", metavar="SEG.pckl", help="discriminative sub-network checkpoint (the _seg file)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="model directory to write")
+    p.add_argument("--image-size", type=int, default=256, help="input size the model runs at (default 256)")
+    p.set_defaults(func=cmd_convert_official)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except DraemZooError as exc:
+        print(f"draem-zoo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"draem-zoo {args.command}: interrupted; with train, --resume continues from the last checkpoint",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

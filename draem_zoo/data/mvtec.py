@@ -1,0 +1,213 @@
+"""Reading MVTec-AD-layout datasets.
+
+    <root>/<category>/train/good/*.png          normal training images
+    <root>/<category>/test/good/*.png           normal test images
+    <root>/<category>/test/<defect>/*.png       anomalous test images, one folder per defect type
+    <root>/<category>/ground_truth/<defect>/<name>_mask.png   their masks (non-zero = anomalous)
+
+VisA, BTAD, MPDD and most users' own data are converted to this layout. Every image
+becomes RGB (grayscale repeated, alpha dropped, 16-bit scaled), is resized to the
+configured size (bilinear, antialiased; masks nearest-neighbour) and cached as uint8.
+A seeded validation split holds out a fraction of ``train/good``; ``test/`` is never
+touched by it. Everything is checked before any training starts: a missing folder,
+an empty category, a test image without its mask, a mask of another size than its
+image, and a corrupt file each raise a :class:`DataError` that names the path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..errors import ConfigError, DataError
+from .images import image_size_of, is_image_file, read_many, read_mask, read_rgb
+
+GOOD = "good"
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is split.
+
+    val_fraction: share of train/good held out for validation (never from test/).
+    split_seed: seed of that split.
+    """
+
+    root: str | None = None
+    category: str | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={self.val_fraction}: must be in [0, 1)")
+
+
+@dataclass
+class CategoryFiles:
+    """The files of one category, checked, before any decoding."""
+
+    root: Path
+    category: str
+    train: list[Path]
+    val: list[Path]
+    test: list[Path]
+    test_labels: list[int]
+    test_defects: list[str]
+    test_masks: list[Path | None]
+
+    def counts(self) -> dict:
+        per_defect: dict[str, int] = {}
+        for d in self.test_defects:
+            per_defect[d] = per_defect.get(d, 0) + 1
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test), "test_per_defect": per_defect}
+
+    def fingerprint(self) -> dict:
+        """Category, file count and a hash of the sorted relative file list."""
+        base = self.root / self.category
+        rel = sorted(str(p.relative_to(base)) for p in [*self.train, *self.val, *self.test])
+        digest = hashlib.sha256("\n".join(rel).encode()).hexdigest()
+        return {"category": self.category, "files": len(rel), "file_list_sha256": digest,
+                "counts": self.counts()}
+
+
+@dataclass
+class CategoryData:
+    """Decoded, resized uint8 tensors of one category."""
+
+    files: CategoryFiles
+    image_size: int
+    train: torch.Tensor  # (N, 3, S, S) uint8
+    val: torch.Tensor  # (M, 3, S, S) uint8
+    test: torch.Tensor  # (T, 3, S, S) uint8
+    test_masks: torch.Tensor  # (T, 1, S, S) bool
+    test_labels: torch.Tensor  # (T,) int64
+    test_defects: list[str] = field(default_factory=list)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
+
+
+def list_categories(root: str | Path) -> list[str]:
+    """Sub-folders of ``root`` that have a ``train/good`` folder."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: the data root does not exist or is not a folder")
+    return sorted(p.name for p in root.iterdir() if (p / "train" / GOOD).is_dir())
+
+
+def select_categories(root: str | Path, spec: str | None, purpose: str) -> list[str]:
+    """The categories ``spec`` names ("a,b" or "all") under ``root``; an unknown name or none at
+    all is an error naming what is there (``purpose``: what they are for, for the message)."""
+    have = list_categories(root)
+    wanted = have if spec in ("all", "", None) else [c.strip() for c in spec.split(",") if c.strip()]
+    unknown = [c for c in wanted if c not in have]
+    if unknown:
+        raise DataError(f"--categories: {', '.join(unknown)} not found under {root} "
+                        f"(categories there: {', '.join(have) or 'none'})")
+    if not wanted:
+        raise DataError(f"{root}: no categories (folders with train/good/) to {purpose}")
+    return wanted
+
+
+def describe(root: str | Path) -> dict[str, dict]:
+    """Counts per category, split and defect type (no image is decoded)."""
+    return {c: scan_category(root, c, check_sizes=False).counts() for c in list_categories(root)}
+
+
+def scan_category(root: str | Path, category: str, val_fraction: float = 0.1, split_seed: int = 0,
+                  check_sizes: bool = True) -> CategoryFiles:
+    """List and check the files of one category; raises DataError naming what is wrong."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: the data root does not exist or is not a folder")
+    base = root / category
+    if not base.is_dir():
+        have = list_categories(root)
+        raise DataError(f"{base}: no category {category!r} under {root}; categories there: "
+                        f"{', '.join(have) if have else 'none (expected <root>/<category>/train/good/)'}")
+    good = base / "train" / GOOD
+    if not good.is_dir():
+        raise DataError(f"{good}: missing; a category needs train/good/ with normal images "
+                        "(MVTec AD layout: <root>/<category>/train/good/*.png)")
+    train_all = _images_in(good)
+    if not train_all:
+        raise DataError(f"{good}: no images (looked for .png, .jpg, .bmp, .tif, .webp); the category is empty")
+    n_val = int(round(len(train_all) * val_fraction))
+    if val_fraction > 0 and len(train_all) >= 2:
+        n_val = max(1, min(n_val, len(train_all) - 1))
+    else:
+        n_val = 0
+    g = torch.Generator().manual_seed(split_seed)
+    order = torch.randperm(len(train_all), generator=g).tolist()
+    val_idx = set(order[:n_val])
+    train = [p for i, p in enumerate(train_all) if i not in val_idx]
+    val = [p for i, p in enumerate(train_all) if i in val_idx]
+
+    test, labels, defects, masks = [], [], [], []
+    test_dir = base / "test"
+    for d in sorted(p.name for p in test_dir.iterdir() if p.is_dir()) if test_dir.is_dir() else []:
+        for img in _images_in(test_dir / d):
+            test.append(img)
+            defects.append(d)
+            labels.append(0 if d == GOOD else 1)
+            if d == GOOD:
+                masks.append(None)
+                continue
+            mask = base / "ground_truth" / d / f"{img.stem}_mask.png"
+            if not mask.is_file():
+                alt = sorted((base / "ground_truth" / d).glob(f"{img.stem}.*")) if (base / "ground_truth" / d).is_dir() else []
+                if not alt:
+                    raise DataError(f"{img}: no mask for this anomalous test image; expected {mask} "
+                                    "(non-zero pixels = anomalous; an all-black mask if the defect is not localised)")
+                mask = alt[0]
+            if check_sizes:
+                isz, msz = image_size_of(img), image_size_of(mask)
+                if isz != msz:
+                    raise DataError(f"{mask}: mask is {msz[1]}x{msz[0]} but its image {img} is {isz[1]}x{isz[0]}; "
+                                    "masks must have their image's size")
+            masks.append(mask)
+    return CategoryFiles(root, category, train, val, test, labels, defects, masks)
+
+
+def load_category(cfg: DataConfig, image_size: int, progress: bool = False,
+                  threads: int | None = None, splits: tuple[str, ...] = ("train", "val", "test")) -> CategoryData:
+    """Check every file of the category, then decode and resize the requested splits."""
+    if not cfg.root or not cfg.category:
+        raise DataError("data.root and data.category must be set (--data ROOT --category NAME)")
+    files = scan_category(cfg.root, cfg.category, cfg.val_fraction, cfg.split_seed)
+    threads = threads or min(8, os.cpu_count() or 1)
+    total = (len(files.train) * ("train" in splits) + len(files.val) * ("val" in splits)
+             + 2 * len(files.test) * ("test" in splits))
+    bar = None
+    if progress:
+        bar = tqdm(total=total, desc=f"{cfg.category}: decoding", unit="img", leave=False)
+    tick = bar.update if bar else None
+
+    def rgb(paths: list[Path]) -> torch.Tensor:
+        if not paths:
+            return torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
+        return torch.stack(read_many(paths, lambda p: read_rgb(p, image_size), threads, tick))
+
+    def mask(p: Path | None) -> torch.Tensor:
+        return torch.zeros(1, image_size, image_size, dtype=torch.bool) if p is None else read_mask(p, image_size)
+
+    try:
+        train = rgb(files.train if "train" in splits else [])
+        val = rgb(files.val if "val" in splits else [])
+        test = rgb(files.test if "test" in splits else [])
+        masks = (torch.stack(read_many(files.test_masks, mask, threads, tick)) if files.test and "test" in splits
+                 else torch.zeros(0, 1, image_size, image_size, dtype=torch.bool))
+    finally:
+        if bar:
+            bar.close()
+    keep_test = "test" in splits
+    labels = torch.tensor(files.test_labels if keep_test else [], dtype=torch.long)
+    return CategoryData(files, image_size, train, val, test, masks, labels,
+                        list(files.test_defects) if keep_test else [])

@@ -1,0 +1,123 @@
+"""Evaluation: anomaly maps computed once, every mean-filter size scored from them.
+
+``compute_maps`` runs the model over uint8 images in batches; ``score_maps`` turns maps,
+labels and masks into the metrics: image AUROC / AP / F1-max for every filter size in
+``filter_sizes`` (the filter is not trained, so s_f costs no inference), pixel AUROC /
+AP / F1-max and AUPRO (independent of s_f), and per-defect-type image AUROC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..errors import ConfigError
+from ..model.draem import DraemModel
+from ..model.scoring import check_filter_size, image_scores_by_size
+from .metrics import aupro, image_metrics, pixel_metrics
+from .validation import check_families
+
+
+@dataclass
+class EvalConfig:
+    """How models are scored and selected.
+
+    filter_sizes: mean-filter sizes scored from the same maps (s_f is chosen on validation).
+    target_fpr: false-positive rate on validation normals that sets the image threshold.
+    select_on: "validation" (default); "test" picks s_f on test images (the export says so).
+    validation_families: the simulated-anomaly families of the validation set
+    (see :mod:`draem_zoo.evaluation.anomalies`); validation_seed: the seed they are drawn from.
+    """
+
+    filter_sizes: tuple[int, ...] = (1, 5, 11, 21, 31, 41)
+    batch_size: int = 16
+    aupro_fpr_limit: float = 0.3
+    target_fpr: float = 0.01
+    select_on: Literal["validation", "test"] = "validation"
+    validation_families: tuple[str, ...] = ("draem", "faint", "small", "cutpaste", "tone", "scratch")
+    validation_seed: int = 20240
+
+    def validate(self) -> None:
+        if not self.filter_sizes:
+            raise ConfigError("eval.filter_sizes: give at least one size, e.g. 1,5,11,21,31,41")
+        for s in self.filter_sizes:
+            check_filter_size(s, "eval.filter_sizes")
+        if not 0.0 < self.target_fpr < 1.0:
+            raise ConfigError(f"eval.target_fpr={self.target_fpr}: must be in (0, 1)")
+        if self.batch_size < 1:
+            raise ConfigError("eval.batch_size must be >= 1")
+        check_families(self.validation_families)
+
+
+def compute_maps(model: DraemModel, images: torch.Tensor, batch_size: int = 16,
+                 progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """(N, 1, S, S) float32 anomaly maps on the CPU for (N, 3, S, S) uint8 RGB images."""
+    out = []
+    device = next(model.parameters()).device
+    for start in range(0, len(images), batch_size):
+        chunk = images[start: start + batch_size].to(device).float().div_(255.0)
+        out.append(model.predict(chunk, filter_size=1).anomaly_map.float().cpu())
+        if progress:
+            progress(len(chunk))
+    if not out:
+        s = model.config.image_size
+        return torch.zeros(0, 1, s, s)
+    return torch.cat(out)
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 6)
+
+
+def score_maps(maps: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None, filter_sizes, selected: int,
+               defects: list[str] | None = None, aupro_limit: float = 0.3, pixel: bool = True) -> dict:
+    """Metrics of one split. ``selected`` is the s_f whose image metrics are the headline."""
+    y = labels.numpy().astype(bool)
+    sizes = sorted(set(filter_sizes) | {selected})
+    scores = {s: v.numpy() for s, v in image_scores_by_size(maps, sizes).items()}
+    by_size = {}
+    for s in sizes:
+        m = image_metrics(y, scores[s])
+        by_size[str(s)] = {"image_auroc": _r(m["auroc"]), "image_ap": _r(m["ap"]), "image_f1_max": _r(m["f1_max"])}
+    head = by_size[str(selected)]
+    out = {"n_images": int(len(y)), "n_anomalous": int(y.sum()), "filter_size": selected, **head}
+    if pixel and masks is not None:
+        mk = masks.numpy().astype(bool)[:, 0]
+        mp = maps.numpy()[:, 0]
+        p = pixel_metrics(mk, mp)
+        out.update({"pixel_auroc": _r(p["auroc"]), "pixel_ap": _r(p["ap"]), "pixel_f1_max": _r(p["f1_max"]),
+                    "aupro": _r(aupro(mk, mp, aupro_limit))})
+    if defects is not None:
+        per = {}
+        normal = ~y
+        for d in sorted(set(defects)):
+            if d == "good":
+                continue
+            sel = np.array([x == d for x in defects]) | normal
+            m = image_metrics(y[sel], scores[selected][sel])
+            per[d] = {"n": int(sum(x == d for x in defects)), "image_auroc": _r(m["auroc"])}
+        out["per_defect"] = per
+    out["by_filter_size"] = by_size
+    return out
+
+
+def evaluate_model(model: DraemModel, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
+                   defects: list[str], cfg: EvalConfig, filter_size: int | None = None,
+                   progress: bool = False, split: str = "test") -> dict:
+    """Maps once, then every metric; headline image metrics at ``filter_size`` (model's s_f)."""
+    bar = None
+    if progress:
+        bar = tqdm(total=len(images), desc=f"evaluating ({split})", unit="img", leave=False)
+    try:
+        maps = compute_maps(model, images, cfg.batch_size, bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    selected = filter_size if filter_size is not None else model.score_config.filter_size
+    return {"split": split, **score_maps(maps, labels, masks, cfg.filter_sizes, selected, defects,
+                                         cfg.aupro_fpr_limit)}

@@ -1,0 +1,155 @@
+"""The model directory: ``model.safetensors`` + ``config.json``, nothing pickled.
+
+``config.json`` holds everything needed to rebuild and use the model: the model
+config (architecture, image size, channel order), the scoring config (s_f and
+thresholds), the sha256 of the weights file, the package version, and whatever the
+producer adds about where the model came from (training config, data fingerprint,
+metrics with the split they came from). Loading checks the weights' hash and loads
+the state dict strictly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..__about__ import __version__
+from ..config import from_dict, to_dict
+from ..errors import DraemZooError
+from .draem import DraemModel
+from .scoring import ScoreConfig
+from .variants import ModelConfig
+
+FORMAT = "draem-zoo-model"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parameters_digest(model: torch.nn.Module) -> str:
+    """sha256 over a model's parameters (names and bytes): DDP ranks must agree on it.
+
+    BatchNorm running statistics are left out: DDP re-broadcasts rank 0's at every forward,
+    but each rank then updates its own copy with its own batch.
+    """
+    h = hashlib.sha256()
+    for k, v in sorted(model.named_parameters()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def state_dict_for_export(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_model_dir(model: DraemModel, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` into ``out_dir`` (other files there stay).
+
+    Both files are written to a temporary folder first and moved into place with atomic
+    renames, weights first: an interrupted export leaves a weights file whose hash does
+    not match config.json, which loading detects, never a half-written file.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export.", dir=out))
+    try:
+        save_file(state_dict_for_export(model), str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        cfg = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "package_version": __version__,
+            "model": to_dict(model.config),
+            "score": to_dict(model.score_config),
+            "input": {"value_range": [0.0, 1.0], "channel_order": model.config.channel_order,
+                      "normalization": "none outside the model (timm encoders normalise inside)",
+                      "image_size": model.config.image_size},
+            "weights_sha256": sha256_file(tmp / WEIGHTS),
+            "params": model.num_parameters(),
+            **(extra or {}),
+        }
+        (tmp / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
+        os.replace(tmp / WEIGHTS, out / WEIGHTS)
+        os.replace(tmp / CONFIG, out / CONFIG)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_config(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / CONFIG
+    if not path.is_file():
+        raise DraemZooError(f"{model_dir}: not a draem-zoo model directory (no {CONFIG}); expected "
+                            f"{WEIGHTS} + {CONFIG} as written by `draem-zoo train` or `convert-official`")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DraemZooError(f"{path}: not valid JSON ({exc})") from None
+    if cfg.get("format") != FORMAT:
+        raise DraemZooError(f"{path}: format is {cfg.get('format')!r}, expected {FORMAT!r}")
+    if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
+        raise DraemZooError(f"{path}: written by a newer draem-zoo (format {cfg['format_version']}); upgrade "
+                            "draem-zoo to load it")
+    return cfg
+
+
+def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> DraemModel:
+    """Rebuild a model from its directory; strict keys, checked weights hash; eval mode."""
+    model_dir = Path(model_dir)
+    cfg = read_config(model_dir)
+    weights = model_dir / WEIGHTS
+    if not weights.is_file():
+        raise DraemZooError(f"{model_dir}: {WEIGHTS} is missing")
+    if verify and cfg.get("weights_sha256"):
+        digest = sha256_file(weights)
+        if digest != cfg["weights_sha256"]:
+            raise DraemZooError(f"{weights}: sha256 {digest[:12]}... does not match config.json "
+                                f"({cfg['weights_sha256'][:12]}...); the file is corrupt or was altered: "
+                                "download it again")
+    mcfg = from_dict(ModelConfig, cfg["model"], f"{CONFIG}:model")
+    # weights come from the file: never fetch or read pretrained encoder weights here
+    mcfg = dataclasses.replace(mcfg, pretrained=False, pretrained_file=None, rec_pretrained_file=None)
+    score = from_dict(ScoreConfig, cfg.get("score", {}), f"{CONFIG}:score")
+    model = DraemModel(mcfg, score)
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:
+        raise DraemZooError(f"{weights}: cannot read safetensors ({exc}); download it again") from None
+    load_strict(model, state, str(weights))
+    model.metadata = cfg  # type: ignore[attr-defined]
+    return model.to(device).eval()
+
+
+def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            parts.append(f"{len(wrong)} of another shape (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)} vs "
+                         f"{tuple(own[wrong[0]].shape)})")
+        raise DraemZooError(f"{where}: the weights do not fit the architecture in config.json: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)

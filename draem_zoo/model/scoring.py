@@ -1,0 +1,56 @@
+"""From anomaly maps to image scores.
+
+The paper's image score is the maximum of the anomaly map after a mean filter of size
+s_f (stride 1, zero padding counted in the mean, same-size output; s_f = 21). The
+filter is not trained, so every size in a list can be scored from the same maps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+
+
+@dataclass
+class ScoreConfig:
+    """How a model turns its anomaly map into decisions.
+
+    filter_size: mean-filter size s_f for the image score (odd; 1 = no filter).
+    image_threshold / pixel_threshold: decision thresholds chosen on validation data
+    (None until a training run has set them).
+    """
+
+    filter_size: int = 21
+    image_threshold: float | None = None
+    pixel_threshold: float | None = None
+
+    def validate(self) -> None:
+        check_filter_size(self.filter_size, "score.filter_size")
+
+
+def check_filter_size(size: int, key: str = "filter_size") -> int:
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size % 2 == 0:
+        raise ConfigError(f"{key}={size!r}: the mean filter size must be an odd integer >= 1 (1 = no filter)")
+    return size
+
+
+def mean_filter(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean filter of odd ``size`` over (B, 1, H, W) maps, same-size output."""
+    check_filter_size(size)
+    if size == 1:
+        return maps
+    return F.avg_pool2d(maps, size, stride=1, padding=size // 2, count_include_pad=True)
+
+
+def image_scores(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """Max of the mean-filtered anomaly map, one score per image: (B,)."""
+    return mean_filter(maps, size).amax(dim=(1, 2, 3))
+
+
+def image_scores_by_size(maps: torch.Tensor, sizes: list[int] | tuple[int, ...]) -> dict[int, torch.Tensor]:
+    """Scores for every filter size in ``sizes`` from the same maps."""
+    return {s: image_scores(maps, s) for s in sizes}

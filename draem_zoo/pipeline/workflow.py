@@ -1,0 +1,228 @@
+"""One category, end to end: what ``draem-zoo train`` and every search trial run.
+
+check and decode the data -> textures -> model -> synthetic validation set -> train
+(checkpoints, best-on-validation) -> choose s_f and thresholds on validation -> test
+metrics (reported, not used for selection unless asked) -> model directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ..config import to_dict, validate_all
+from ..data.mvtec import load_category
+from ..errors import DraemZooError
+from ..evaluation.evaluate import compute_maps, score_maps
+from ..evaluation.thresholds import compute_thresholds
+from ..evaluation.validation import make_validation_set, validation_metrics
+from ..model.draem import DraemModel, build_model
+from ..model.modeldir import parameters_digest, save_model_dir
+from ..model.scoring import ScoreConfig
+from ..synthesis.simulator import AnomalySynthesizer, load_textures, make_generator
+from ..train.checkpoint import load_checkpoint
+from ..train.trainer import Trainer, resolve_device
+from .runconfig import RunConfig
+
+RUN_CONFIG = "run_config.json"
+
+
+@dataclasses.dataclass
+class Distributed:
+    """How this process takes part in data-parallel training (set by the Ray Train worker)."""
+
+    rank: int = 0
+    world_size: int = 1
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None
+    lr_scale: float = 1.0
+    device: torch.device | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def changed_settings(out: Path, run: RunConfig) -> list[str]:
+    """Config keys (other than the device) where the run saved in ``out`` differs from ``run``."""
+    saved = out / RUN_CONFIG
+    if not saved.is_file():
+        return []
+    before, now = json.loads(saved.read_text()), run.to_dict()
+    return sorted(f"{sec}.{k}" for sec in now for k in now[sec]
+                  if before.get(sec, {}).get(k) != now[sec][k] and k not in ("device",))
+
+
+def _check_resume(out: Path, run: RunConfig, resume: bool) -> None:
+    has_ckpt = (out / "checkpoints" / "last" / "meta.json").is_file()
+    if has_ckpt and not resume:
+        raise DraemZooError(f"{out}: holds a checkpoint of an earlier run; pass --resume to continue it, or "
+                            "choose another --out")
+    if resume:
+        diff = changed_settings(out, run)
+        if diff:
+            raise DraemZooError(f"{out}: --resume with different settings ({', '.join(diff[:6])}); resume with "
+                                "the same flags, or train into another --out")
+
+
+def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
+                   callbacks: list[Callable[[dict], None]] | None = None,
+                   dist: Distributed | None = None, evaluate_test: bool = True) -> dict[str, Any]:
+    """Train one model on one category and write its model directory to ``out_dir``."""
+    validate_all(run)
+    dist = dist or Distributed()
+    out = Path(out_dir)
+    device = dist.device or resolve_device(run.train.device)
+    size = run.model.image_size
+    data = load_category(run.data, size, progress=progress and dist.is_main)  # every file checked first
+    textures = load_textures(run.synthesis, size, device, progress=progress and dist.is_main)
+    if dist.is_main:
+        _check_resume(out, run, resume)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_CONFIG).write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+    torch.manual_seed(run.train.seed)
+    model = build_model(run.model).to(device)
+    if device.type == "cuda" and run.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward: torch.nn.Module = model
+    if dist.wrap is not None:
+        forward = dist.wrap(model)
+    vset = make_validation_set(data.val, run.synthesis, textures, run.eval.validation_seed,
+                               run.eval.validation_families)
+
+    def validate(m: DraemModel) -> dict:
+        if len(vset) == 0:
+            return {}
+        return validation_metrics(compute_maps(m, vset.images, run.eval.batch_size), vset, run.eval.filter_sizes)
+
+    synth = AnomalySynthesizer(run.synthesis, textures, make_generator(run.train.seed, dist.rank, device),
+                               compile=run.train.compile)  # compiles only the dense (GPU) path
+    trainer = Trainer(model, data.train, synth, run.train, run.loss, out, validate=validate if dist.is_main else None,
+                      callbacks=callbacks, forward=forward if forward is not model else None, rank=dist.rank,
+                      is_main=dist.is_main, progress=progress, lr_scale=dist.lr_scale)
+    fit = trainer.fit(resume=resume)
+    digest = parameters_digest(model)  # the last weights; DDP ranks must agree
+    if not dist.is_main:
+        return {"rank": dist.rank, "iterations": fit["iterations"], "resumed_from": fit["resumed_from"],
+                "last_weights_sha256": digest}
+    result = finish(model, run, data, vset, fit, out, trainer, textures.source, dist, progress, evaluate_test)
+    result["last_weights_sha256"] = digest
+    return result
+
+
+def finish(model: DraemModel, run: RunConfig, data, vset, fit: dict, out: Path, trainer: Trainer, source: str,
+           dist: Distributed, progress: bool, evaluate_test: bool) -> dict[str, Any]:
+    """After training: the weights, s_f on validation, test metrics, thresholds, the model directory."""
+    exported = choose_weights(model, run, fit, out)
+    val, val_maps = validate_final(model, run, vset)
+    filter_size = val["val_filter_size"] if val else ScoreConfig().filter_size
+    test = None
+    if evaluate_test and len(data.test) > 0:
+        test_maps, infer_s = test_maps_of(model, run, data, progress)
+        if run.eval.select_on == "test":
+            filter_size = filter_size_on_test(test_maps, data, run, filter_size)
+        test = score_test(test_maps, data, run, filter_size, infer_s)
+    thresholds = compute_thresholds(val_maps, vset, filter_size, run.eval.target_fpr) if len(vset) else None
+    model.score_config = ScoreConfig(filter_size=filter_size,
+                                     image_threshold=thresholds["image_threshold"] if thresholds else None,
+                                     pixel_threshold=thresholds["pixel_threshold"] if thresholds else None)
+    selection = selection_record(run, vset, val, filter_size, exported, fit)
+    extra = {
+        "run": run.to_dict(),
+        "data": data.files.fingerprint(),
+        "thresholds": thresholds,
+        "metrics": {"validation": val, "test": test},
+        "selection": selection,
+        "training": training_record(model, run, fit, trainer, source, dist),
+    }
+    save_model_dir(model, out, extra)
+    (out / "history.json").write_text(json.dumps(fit["history"], indent=1) + "\n")
+    return {"model_dir": str(out), "validation": val, "test": test, "thresholds": thresholds,
+            "selection": selection, "training": extra["training"], "iterations": fit["iterations"],
+            "resumed_from": fit["resumed_from"], "params": model.num_parameters()}
+
+
+def choose_weights(model: DraemModel, run: RunConfig, fit: dict, out: Path) -> str:
+    """Load the best-on-validation checkpoint when ``train.export=best`` and there is one; "best" or "last"."""
+    if run.train.export == "best" and fit["best"].get("iteration") is not None:
+        load_checkpoint(out / "checkpoints" / "best", model)
+        model.eval()
+        return "best"
+    model.eval()
+    return "last"
+
+
+def validate_final(model: DraemModel, run: RunConfig, vset) -> tuple[dict | None, torch.Tensor | None]:
+    """The exported weights' validation metrics (the score at every s_f, the chosen s_f) and maps."""
+    if not len(vset):
+        return None, None
+    maps = compute_maps(model, vset.images, run.eval.batch_size)
+    return validation_metrics(maps, vset, run.eval.filter_sizes), maps
+
+
+def test_maps_of(model: DraemModel, run: RunConfig, data, progress: bool) -> tuple[torch.Tensor, float]:
+    """Anomaly maps of the test split and the seconds they took."""
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(data.test), desc="evaluating (test)", unit="img", leave=False) if progress else None
+    try:
+        maps = compute_maps(model, data.test, run.eval.batch_size, bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    return maps, time.perf_counter() - t0
+
+
+def filter_size_on_test(test_maps: torch.Tensor, data, run: RunConfig, current: int) -> int:
+    """``eval.select_on=test`` only: the s_f (of eval.filter_sizes and ``current``) with the best test
+    image AUROC; the export says so."""
+    by = score_maps(test_maps, data.test_labels, None, run.eval.filter_sizes, current, pixel=False)
+    return int(max(by["by_filter_size"], key=lambda s: by["by_filter_size"][s]["image_auroc"] or 0))
+
+
+def score_test(test_maps: torch.Tensor, data, run: RunConfig, filter_size: int, infer_s: float) -> dict[str, Any]:
+    """Every test metric, headline at ``filter_size``; reported, never used for selection."""
+    test = {"split": "test", **score_maps(test_maps, data.test_labels, data.test_masks, run.eval.filter_sizes,
+                                           filter_size, data.test_defects, run.eval.aupro_fpr_limit)}
+    test["inference_images_per_s"] = round(len(data.test) / max(infer_s, 1e-9), 3)
+    return test
+
+
+def selection_record(run: RunConfig, vset, val: dict | None, filter_size: int, exported: str,
+                     fit: dict) -> dict[str, Any]:
+    """How the exported weights and s_f were chosen, for config.json."""
+    selection = {"split": run.eval.select_on if len(vset) or run.eval.select_on == "test" else "none",
+                 "filter_size": filter_size, "weights": exported, "best_iteration": fit["best"].get("iteration")}
+    if val and run.eval.select_on == "validation":
+        # a tie (equal scores to the last digit) went to the size nearest the paper's 21: say so
+        selection["filter_size_tie"] = val["val_filter_size_tie"]
+        selection["validation_saturation"] = val["val_saturation"]
+        selection["validation_score_by_filter_size"] = val["val_score_by_filter_size"]
+    if run.eval.select_on == "test":
+        selection["warning"] = "s_f was chosen on the test split, as asked; test metrics are optimistic"
+    return selection
+
+
+def training_record(model: DraemModel, run: RunConfig, fit: dict, trainer: Trainer, source: str,
+                    dist: Distributed) -> dict[str, Any]:
+    """What the training run was, for config.json."""
+    return {"iterations": fit["iterations"], "seconds": fit["seconds"], "batch_size": run.train.batch_size,
+            "world_size": dist.world_size, "effective_batch_size": run.train.batch_size * dist.world_size,
+            "lr_scale": trainer.lr_scale, "lr_scaling": run.train.lr_scaling,
+            "compiled": bool(run.train.compile) and getattr(trainer.step, "failed", None) is None,
+            "anomaly_source": source, "device": str(next(model.parameters()).device)}
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """The run config of a model directory (config.json) or a run_config.json."""
+    p = Path(path)
+    data = json.loads((p / "config.json").read_text())["run"] if p.is_dir() else json.loads(p.read_text())
+    return RunConfig.from_dict(data, str(p))
+
+
+__all__ = ["Distributed", "train_category", "load_run_config", "to_dict"]

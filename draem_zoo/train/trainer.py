@@ -1,0 +1,275 @@
+"""Training DRAEM: one optimisation step, and the loop around it (plain PyTorch, no Ray).
+
+The budget is a number of iterations, not epochs: the original's epoch is one pass over
+a category's training images, so its epochs (and its float LR milestones) differ by
+category. ``iterations = 0`` means the paper's budget, 700 epochs' worth
+(``round(700 * N / batch)`` for N training images). The learning rate drops by
+``lr_gamma`` (0.2) at 80% and 90% of the budget, a function of the iteration alone.
+
+The loop samples batches (with replacement, as the original) from the uint8 image cache
+on the device, synthesises anomalies there, and steps. Every ``report_every``
+iterations a metrics dict goes to the callbacks (Ray plugs in here); every
+``val_every`` iterations the validation score is computed, the best weights kept and
+the last checkpoint written atomically. Ctrl-C or a crash loses at most the work
+since the last checkpoint; ``resume=True`` continues to the same final weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from ..compiling import Compiled
+from ..errors import ConfigError
+from ..model.draem import DraemModel
+from ..model.losses import LossConfig, LossTerms
+from ..synthesis.simulator import AnomalySynthesizer, SynthBatch, make_generator
+from .checkpoint import load_checkpoint, save_checkpoint
+from .step import ForwardLoss, run_step
+
+PAPER_BATCH = 8
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation (defaults: the original's Adam 1e-4, batch 8, LR x0.2 at 80% and 90%).
+
+    lr_scaling: scale ``lr`` with the batch size against the paper's 8 (``linear``: x batch/8,
+    ``sqrt``: x sqrt(batch/8)), for large single-GPU batches; DDP's ``--lr-scaling`` multiplies in
+    the number of workers on top. compile: ``torch.compile`` the model and the loss together
+    (``compile_mode`` default / reduce-overhead / max-autotune, ``compile_backend`` inductor or any
+    torch.compile backend); eager, after one warning, where it cannot work.
+    """
+
+    iterations: int = 0
+    paper_epochs: float = 700.0
+    batch_size: int = 8
+    lr: float = 1e-4
+    lr_milestones: tuple[float, float] = (0.8, 0.9)
+    lr_gamma: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    compile_backend: str = "inductor"
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    report_every: int = 25
+    val_every: int = 0
+    checkpoint_every: int = 0
+    export: Literal["best", "last"] = "best"
+
+    def validate(self) -> None:
+        if self.iterations < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("train.iterations must be >= 0 (0 = paper budget), train.batch_size >= 1, train.lr > 0")
+        if any(not 0 < m <= 1 for m in self.lr_milestones):
+            raise ConfigError(f"train.lr_milestones={self.lr_milestones}: fractions of the budget in (0, 1]")
+        if self.compile:
+            import torch._dynamo  # lazily: only when compiling
+
+            if self.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+                raise ConfigError(f"train.compile_backend={self.compile_backend!r}: not a torch.compile backend "
+                                  f"here; choose one of {', '.join(torch._dynamo.list_backends(exclude_tags=()))}")
+        if self.report_every < 1 or self.val_every < 0 or self.checkpoint_every < 0:
+            raise ConfigError("train.report_every must be >= 1; train.val_every, train.checkpoint_every >= 0")
+
+    def budget(self, n_train: int) -> int:
+        """Iterations to run: ``iterations``, or the paper's 700 epochs for ``n_train`` images."""
+        if self.iterations:
+            return self.iterations
+        return max(1, round(self.paper_epochs * n_train / self.batch_size))
+
+    def batch_lr_scale(self) -> float:
+        """``lr_scaling`` against the paper's batch of 8: linear (batch / 8), sqrt, or none."""
+        ratio = self.batch_size / PAPER_BATCH
+        return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.lr_scaling]
+
+    def lr_at(self, it: int, total: int) -> float:
+        drops = sum(1 for m in self.lr_milestones if it >= math.floor(m * total))
+        return self.lr * self.lr_gamma**drops
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device={name!r}: not a device (auto, cpu, cuda, cuda:1, ...)") from None
+
+
+def train_step(model: DraemModel, batch: SynthBatch, optimizer: torch.optim.Optimizer, loss_cfg: LossConfig,
+               autocast_dtype: torch.dtype | None = None, forward: torch.nn.Module | None = None,
+               step: ForwardLoss | Compiled | None = None) -> LossTerms:
+    """Forward both sub-networks on the augmented images, backprop the DRAEM loss, step.
+
+    As the original, the focal loss reaches the reconstructive network through the
+    reconstruction (no detach) and both sub-networks share one optimizer. ``forward``
+    is the module to call (a DDP wrapper of ``model``); ``step`` a prepared (possibly
+    compiled) :class:`ForwardLoss`, which then stands for both.
+    """
+    net = forward if forward is not None else model
+    net.train()
+    if step is None:
+        step = ForwardLoss(net, loss_cfg, autocast_dtype)
+    x = model.to_model_order(batch.augmented)
+    target = model.to_model_order(batch.clean)
+    return run_step(step, x, target, batch.mask, optimizer)
+
+
+def make_step(net: torch.nn.Module, loss_cfg: LossConfig, autocast_dtype: torch.dtype | None, compile: bool,
+              mode: str = "default", backend: str = "inductor") -> ForwardLoss | Compiled:
+    module = ForwardLoss(net, loss_cfg, autocast_dtype)
+    return Compiled(module, mode, backend, "the training step") if compile else module
+
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+class Trainer:
+    """The training loop for one model on one category's cached images."""
+
+    def __init__(self, model: DraemModel, train_images: torch.Tensor, synthesizer: AnomalySynthesizer,
+                 cfg: TrainConfig, loss_cfg: LossConfig, workdir: str | Path, *,
+                 validate: Callable[[DraemModel], dict] | None = None, callbacks: list[Callback] | None = None,
+                 forward: torch.nn.Module | None = None, rank: int = 0, is_main: bool = True,
+                 progress: bool = True, lr_scale: float = 1.0):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.images = train_images.to(self.device)
+        self.synth = synthesizer
+        self.cfg, self.loss_cfg = cfg, loss_cfg
+        self.workdir = Path(workdir)
+        self.validate = validate
+        self.callbacks = callbacks or []
+        self.forward = forward
+        self.is_main = is_main
+        self.rank = rank
+        self.progress = progress and is_main
+        self.total = cfg.budget(len(train_images))
+        self.val_every = cfg.val_every or max(1, math.ceil(self.total / 5))
+        self.ckpt_every = cfg.checkpoint_every or self.val_every
+        self.lr_scale = lr_scale * cfg.batch_lr_scale()  # DDP workers (search) x batch size (train.lr_scaling)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr * self.lr_scale)
+        self.sampler = make_generator(cfg.seed, 1000 + rank, self.device)
+        use_amp = self.device.type == "cuda" and cfg.bf16
+        self.autocast = torch.bfloat16 if use_amp else None
+        self.step = make_step(forward if forward is not None else model, loss_cfg, self.autocast, cfg.compile,
+                              cfg.compile_mode, cfg.compile_backend)
+        self.iteration = 0
+        self.resumed_from = 0
+        self.best: dict[str, Any] = {"val_score": None, "iteration": None}
+        self.history: list[dict[str, Any]] = []
+
+    # -- state ---------------------------------------------------------------------------
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        return {"sampler": self.sampler.get_state(), "synthesis": self.synth.generator.get_state(),
+                "torch": torch.get_rng_state()}
+
+    def save(self, which: str = "last") -> None:
+        if not self.is_main:  # other DDP ranks keep only their own random streams
+            if which == "last":
+                path = self.workdir / "checkpoints" / f"rng-rank{self.rank}.safetensors"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_file({k: v.cpu() for k, v in self.rng_state().items()}, str(path.with_suffix(".tmp")))
+                path.with_suffix(".tmp").replace(path)
+            return
+        meta = {"iteration": self.iteration, "total": self.total, "best": self.best, "history": self.history}
+        save_checkpoint(self.workdir / "checkpoints" / which, self.model,
+                        self.optimizer if which == "last" else None, self.rng_state() if which == "last" else {}, meta)
+
+    def restore(self) -> None:
+        rng, meta = load_checkpoint(self.workdir / "checkpoints" / "last", self.model, self.optimizer)
+        self.resumed_from = int(meta["iteration"])
+        if meta.get("total") != self.total:
+            raise ConfigError(f"{self.workdir}: the checkpoint was made for a budget of {meta.get('total')} "
+                              f"iterations, this run has {self.total}; resume with the same settings")
+        self.iteration = int(meta["iteration"])
+        self.best, self.history = meta["best"], meta["history"]
+        own = self.workdir / "checkpoints" / f"rng-rank{self.rank}.safetensors"
+        if self.rank and own.is_file():
+            rng = load_file(str(own))
+        self.sampler.set_state(rng["sampler"])
+        self.synth.generator.set_state(rng["synthesis"])
+        torch.set_rng_state(rng["torch"])
+
+    def has_checkpoint(self) -> bool:
+        return (self.workdir / "checkpoints" / "last" / "meta.json").is_file()
+
+    # -- loop ----------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        if resume and self.has_checkpoint():
+            self.restore()
+        bar = None
+        if self.progress:
+            bar = tqdm(total=self.total, initial=self.iteration, desc="training", unit="it", dynamic_ncols=True)
+        sums: dict[str, torch.Tensor] = {}
+        count, t0, started = 0, time.perf_counter(), time.perf_counter()
+        try:
+            while self.iteration < self.total:
+                lr = self.cfg.lr_at(self.iteration, self.total) * self.lr_scale
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                idx = torch.randint(0, len(self.images), (self.cfg.batch_size,), generator=self.sampler,
+                                    device=self.device)
+                batch = self.synth(self.images[idx])
+                if self.device.type == "cuda" and self.cfg.channels_last:
+                    batch.augmented = batch.augmented.contiguous(memory_format=torch.channels_last)
+                terms = train_step(self.model, batch, self.optimizer, self.loss_cfg, self.autocast, self.forward,
+                                   self.step)
+                for k, v in (("loss", terms.total), ("l2", terms.l2), ("ssim", terms.ssim), ("focal", terms.focal)):
+                    sums[k] = sums.get(k, 0) + v.detach()
+                count += 1
+                self.iteration += 1
+                if bar:
+                    bar.update(1)
+                last = self.iteration == self.total
+                do_val = self.iteration % self.val_every == 0 or last
+                do_ckpt = self.iteration % self.ckpt_every == 0 or last
+                record = None
+                if self.iteration % self.cfg.report_every == 0 or do_val:
+                    now = time.perf_counter()
+                    record = {k: round(float(v) / count, 6) for k, v in sums.items()}
+                    record.update(iteration=self.iteration, lr=lr, it_per_s=round(count / (now - t0), 3))
+                    sums, count, t0 = {}, 0, now
+                    if do_val:
+                        record.update(self._validate())
+                    record["best_val_score"] = self.best.get("val_score")
+                    self.history.append(record)
+                    if bar:
+                        bar.set_postfix({k: record[k] for k in ("loss", "l2", "ssim", "focal") if k in record}
+                                        | ({"val": round(record["val_score"], 4)} if record.get("val_score") else {}))
+                if do_ckpt:
+                    self.save("last")
+                if record is not None:
+                    for cb in self.callbacks:
+                        cb(dict(record, total=self.total, checkpointed=do_ckpt))
+        except KeyboardInterrupt:
+            self.save("last")
+            raise
+        finally:
+            if bar:
+                bar.close()
+        return {"iterations": self.total, "best": self.best, "seconds": round(time.perf_counter() - started, 2),
+                "history": self.history, "resumed_from": self.resumed_from}
+
+    def _validate(self) -> dict[str, Any]:
+        if self.validate is None:
+            return {}
+        result = self.validate(self.model)
+        score = result.get("val_score")
+        if score is not None and (self.best["val_score"] is None or score > self.best["val_score"]):
+            self.best = {"val_score": score, "iteration": self.iteration,
+                         "val_filter_size": result.get("val_filter_size")}
+            self.save("best")
+        return {"val_score": score, "val_filter_size": result.get("val_filter_size"),
+                "val_filter_size_tie": result.get("val_filter_size_tie"), "val_saturation": result.get("val_saturation")}

@@ -1,0 +1,140 @@
+"""The validation set separates models and filter sizes, and selection follows it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from draem_zoo.data.demo import make_demo_dataset
+from draem_zoo.evaluation.anomalies import FAMILIES
+from draem_zoo.evaluation.validation import ValidationSet, choose_filter_size, make_validation_set, validation_metrics
+from draem_zoo.pipeline.runconfig import make_run_config
+from draem_zoo.pipeline.workflow import train_category
+from draem_zoo.synthesis.simulator import SynthesisConfig
+from draem_zoo.synthesis.textures import TextureBank
+
+
+def normals(n: int = 12, size: int = 64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    base = 0.5 + 0.2 * torch.sin(6.28 * 6 * xx) * torch.sin(6.28 * 6 * yy)
+    imgs = base.expand(n, 3, size, size) + 0.03 * torch.randn(n, 3, size, size, generator=g)
+    return (imgs.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@pytest.fixture(scope="module")
+def vset() -> ValidationSet:
+    return make_validation_set(normals(), SynthesisConfig(), TextureBank.procedural(8, 64, seed=0), seed=7)
+
+
+def test_validation_set_has_every_family_graded_and_is_deterministic(vset):
+    counts = vset.counts()
+    assert counts["normal"] == 12 and set(counts) == {"normal", *FAMILIES}
+    assert all(counts[f] >= 10 for f in FAMILIES)  # an empty Perlin mask is dropped, rarely
+    fam = np.array(vset.family)
+    assert torch.equal(vset.labels, torch.tensor(fam != "normal").long())
+    area = vset.masks.flatten(1).sum(1).float()
+    assert float(area[torch.from_numpy(fam == "normal")].max()) == 0
+    assert bool((area[torch.from_numpy(fam != "normal")] > 0).all())  # every anomaly has pixels
+    small, cut, scratch = (area[torch.from_numpy(fam == f)] for f in ("small", "cutpaste", "scratch"))
+    assert float(small.median()) < 0.01 * 64 * 64  # a few dozen pixels at most
+    assert float(small.max()) / float(small.min()) > 1.3 and float(cut.max()) / float(cut.min()) > 5  # easy to hard
+    assert float(scratch.median()) < 0.02 * 64 * 64
+    # anomalies change the image where the mask says (and for tone only there)
+    diff = (vset.images.int() - torch.cat([normals()] * (len(FAMILIES) + 1))[: len(vset)].int()).abs()
+    tone = torch.from_numpy(fam == "tone")
+    assert diff[:12].max() == 0  # the normals are the held-out images, untouched
+    assert len(fam) > 12
+
+    again = make_validation_set(normals(), SynthesisConfig(), TextureBank.procedural(8, 64, seed=0), seed=7)
+    assert torch.equal(again.images, vset.images) and torch.equal(again.masks, vset.masks)
+    other = make_validation_set(normals(), SynthesisConfig(), TextureBank.procedural(8, 64, seed=0), seed=8)
+    assert not torch.equal(other.masks, vset.masks)
+    assert tone.any()
+
+
+def noisy_oracle(vset: ValidationSet, sigma: float, seed: int = 0) -> torch.Tensor:
+    """An anomaly map that knows the true masks, blurred by Gaussian noise of ``sigma``."""
+    g = torch.Generator().manual_seed(seed)
+    m = vset.masks.float()
+    return (0.2 + 0.6 * m + sigma * torch.randn(m.shape, generator=g)).clamp(0, 1)
+
+
+def test_better_maps_score_clearly_higher_and_a_good_model_stays_below_one(vset):
+    sizes = (1, 5, 11, 21)
+    scores = [validation_metrics(noisy_oracle(vset, s), vset, sizes)["val_score"] for s in (0.15, 0.2, 0.3)]
+    assert scores[0] > scores[1] + 0.05 and scores[1] > scores[2] + 0.05, scores
+    assert scores[0] < 1.0  # noisy but good: room to separate left
+    perfect = validation_metrics(vset.masks.float(), vset, sizes)
+    assert perfect["val_score"] == 1.0 and perfect["val_saturation"] == 1.0
+    # a perfect map scores every size the same: a recorded tie, broken towards the paper's 21
+    assert perfect["val_filter_size"] == 21 and perfect["val_filter_size_tie"] == [1, 5, 11, 21]
+
+
+def blob_set(n: int, size: int, anomaly: str, seed: int = 0) -> tuple[ValidationSet, torch.Tensor]:
+    """Normals and anomalies with hand-made maps: ``anomaly`` is "blob" or "spot"."""
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(2 * n, 1, size, size, dtype=torch.bool)
+    maps = torch.zeros(2 * n, 1, size, size)
+    for i in range(2 * n):
+        y, x = (int(v) for v in torch.randint(8, size - 8, (2,), generator=g))
+        if i < n:  # normals
+            if anomaly == "blob":  # isolated bright pixels: a small filter is fooled, a large one is not
+                maps[i, 0, y, x] = 0.9
+            else:  # a broad, noisy background
+                maps[i] = 0.3 + 0.3 * torch.rand(1, size, size, generator=g)
+        elif anomaly == "blob":
+            masks[i, 0, y - 5: y + 6, x - 5: x + 6] = True
+            maps[i, 0, y - 5: y + 6, x - 5: x + 6] = 0.5 + 0.1 * torch.rand(11, 11, generator=g)
+        else:  # one bright pixel on the same background: only a small filter keeps it
+            maps[i] = 0.3 + 0.3 * torch.rand(1, size, size, generator=g)
+            masks[i, 0, y, x] = True
+            maps[i, 0, y, x] = 0.9
+    fam = ["normal"] * n + ["small"] * n
+    vs = ValidationSet(torch.zeros(2 * n, 3, size, size, dtype=torch.uint8), masks,
+                       torch.tensor([0] * n + [1] * n), fam)
+    return vs, maps
+
+
+@pytest.mark.parametrize("anomaly,expected", [("blob", None), ("spot", 1)])
+def test_filter_size_follows_the_validation_maps(anomaly, expected):
+    vs, maps = blob_set(10, 48, anomaly)
+    m = validation_metrics(maps, vs, (1, 5, 11, 21))
+    by = {int(k): v for k, v in m["val_score_by_filter_size"].items()}
+    assert by[m["val_filter_size"]] == max(by.values())
+    if anomaly == "blob":  # isolated spikes on normals: any real filter beats none
+        assert by[11] > by[1] + 0.2 and m["val_filter_size"] != 1
+    else:  # one-pixel anomalies on a broad background: only no filter finds them
+        assert by[1] > by[21] + 0.2 and m["val_filter_size"] == expected and m["val_filter_size_tie"] is None
+
+
+def test_ties_are_exact_and_broken_towards_21():
+    assert choose_filter_size({1: 0.9, 5: 0.9, 21: 0.9, 41: 0.9}) == (21, [1, 5, 21, 41])
+    assert choose_filter_size({1: 0.9000000001, 21: 0.9}) == (1, [1])  # not equal to the last digit: no tie
+    assert choose_filter_size({5: 0.5, 11: 0.5}) == (11, [5, 11])
+    assert choose_filter_size({11: 0.5, 31: 0.5, 41: 0.1}) == (11, [11, 31])
+
+
+TINY = ["data.category=weave", "model.rec_width=4", "model.disc_width=8", "model.image_size=32",
+        "train.batch_size=8", "train.lr=2e-3", "eval.filter_sizes=1,3,5,9", "synthesis.procedural_textures=8",
+        "data.val_fraction=0.3"]
+
+
+@pytest.mark.slow
+def test_two_models_of_clearly_different_quality_get_clearly_different_scores(tmp_path):
+    root = make_demo_dataset(tmp_path / "data", categories=("weave",), size=32, n_train=30, n_test_good=6,
+                             n_test_defect=4)
+    results = {}
+    for its in (4, 300):
+        run = make_run_config([f"data.root={root}", *TINY, f"train.iterations={its}", "train.seed=0"])
+        results[its] = train_category(run, tmp_path / f"m{its}", progress=False)
+    weak, good = results[4]["validation"], results[300]["validation"]
+    assert good["val_score"] > weak["val_score"] + 0.1, (weak["val_score"], good["val_score"])
+    assert good["val_score"] < 1.0 and good["val_saturation"] < 1.0
+    # the validation ranking agrees with the test split's, which selection never reads
+    assert results[300]["test"]["image_auroc"] > results[4]["test"]["image_auroc"]
+    assert results[300]["test"]["pixel_ap"] > results[4]["test"]["pixel_ap"]
+    # the trained model's scores differ across filter sizes: s_f is chosen, not tie-broken
+    by = good["val_score_by_filter_size"]
+    assert len(set(by.values())) == len(by) and good["val_filter_size_tie"] is None

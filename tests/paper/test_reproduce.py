@@ -1,0 +1,84 @@
+"""``draem-zoo reproduce``: runs per category and seed, tables beside the paper's numbers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+
+import pytest
+
+from draem_zoo.cli import parser as cli
+from draem_zoo.data.demo import make_demo_dataset
+from draem_zoo.paper import tables as paper
+
+TINY = ["model.rec_width=4", "model.disc_width=4", "train.batch_size=4", "eval.filter_sizes=1,5,11",
+        "synthesis.procedural_textures=8", "data.val_fraction=0.2"]
+
+
+def test_paper_tables_average_to_the_published_headline():
+    for k in paper.METRICS:
+        mean = statistics.fmean(paper.paper_results(c)[k] for c in paper.CATEGORIES)
+        assert abs(mean - paper.HEADLINE_MEAN[k]) < 0.05, (k, mean)
+    assert paper.paper_results("bottle") == {"image_auroc": 99.2, "pixel_auroc": 99.1, "pixel_ap": 86.5}
+    assert paper.paper_results("magnetic_tile") is None and len(paper.CATEGORIES) == 15
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    base = tmp_path_factory.mktemp("data")
+    make_demo_dataset(base, categories=("weave", "granite"), size=32, n_train=10, n_test_good=3, n_test_defect=2)
+    (base / "weave").rename(base / "carpet")  # MVTec names, so that the paper's columns fill in
+    (base / "granite").rename(base / "bottle")
+    return base
+
+
+def argv(root, out, *extra):
+    return ["reproduce", "--data", str(root), "--out", str(out), "--image-size", "32", "--iterations", "6",
+            "--variant", "paper-tiny", "--quiet", *[a for s in TINY for a in ("--set", s)], *extra]
+
+
+def test_reproduce_writes_the_table_beside_the_paper_and_keeps_finished_runs(root, tmp_path, capsys):
+    out = tmp_path / "repro"
+    assert cli.main(argv(root, out, "--categories", "carpet,bottle", "--seeds", "0,1")) == 0
+    md = (out / "reproduce.md").read_text()
+    assert md == capsys.readouterr().out.strip() + "\n"
+    for needle in ("| carpet | 2 |", "| bottle | 2 |", "**mean (all)**", "97.0", "99.2", "86.5",
+                   "not the paper's architecture", "not the paper's 256 px", "## Model selection on validation"):
+        assert needle in md, needle
+    report = json.loads((out / "reproduce.json").read_text())
+    assert len(report["runs"]) == 4 and {r["seed"] for r in report["runs"]} == {0, 1}
+    for r in report["runs"]:
+        assert r["iterations"] == 6 and set(r["test"]) == {"image_auroc", "pixel_auroc", "pixel_ap", "aupro"}
+        assert r["val_score_by_filter_size"] and len(r["val_score_by_checkpoint"]) >= 1
+        assert r["filter_size"] in (1, 5, 11)
+    with open(out / "reproduce.csv") as f:
+        rows = {r["category"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"carpet", "bottle", "mean (all)"}
+    assert float(rows["bottle"]["paper_image_auroc"]) == 99.2
+    mine = [100 * r["test"]["image_auroc"] for r in report["runs"] if r["category"] == "bottle"]
+    assert float(rows["bottle"]["image_auroc_mean"]) == pytest.approx(statistics.fmean(mine), abs=1e-3)
+    # the paper's mean over the same two categories, not its 15-category headline
+    assert float(rows["mean (all)"]["paper_image_auroc"]) == pytest.approx((97.0 + 99.2) / 2)
+
+    # the same command again keeps the finished runs (nothing retrained)
+    weights = out / "bottle" / "seed0" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert cli.main(argv(root, out, "--categories", "bottle", "--seeds", "0")) == 0
+    assert weights.stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    # other settings into the same folder: refused, naming the run and the key
+    assert cli.main(argv(root, out, "--categories", "bottle", "--seeds", "0", "--set", "loss.focal_gamma=3")) == 2
+    err = capsys.readouterr().err
+    assert "bottle/seed0" in err and "loss.focal_gamma" in err
+    assert cli.main(["reproduce", "--data", str(root), "--out", str(out), "--report-only"]) == 0
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--categories", "screw"], "screw not found"),
+    (["--seeds", "a,b"], "--seeds"),
+])
+def test_reproduce_bad_input(root, tmp_path, capsys, extra, needle):
+    assert cli.main(argv(root, tmp_path / "o", *extra)) == 2
+    assert needle in capsys.readouterr().err
+    assert not list((tmp_path / "o").glob("*/seed*"))

@@ -1,0 +1,142 @@
+"""Train -> export -> load -> evaluate -> predict, resume, and bad input before training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import draem_zoo
+from draem_zoo.cli import parser as cli
+from draem_zoo.data.demo import make_demo_dataset
+from draem_zoo.errors import DraemZooError
+from draem_zoo.pipeline.runconfig import make_run_config
+from draem_zoo.pipeline.workflow import train_category
+
+TINY = ["model.rec_width=4", "model.disc_width=4", "model.image_size=32", "train.batch_size=4",
+        "eval.filter_sizes=1,5,11", "eval.batch_size=32", "synthesis.procedural_textures=8"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_demo_dataset(tmp_path_factory.mktemp("data"), categories=("weave",), size=32, n_train=10,
+                             n_test_good=3, n_test_defect=2)
+
+
+def tiny_run(root, *extra):
+    return make_run_config([f"data.root={root}", "data.category=weave", *TINY, *extra])
+
+
+def test_train_export_load_evaluate_predict(root, tmp_path, capsys):
+    out = tmp_path / "model"
+    code = cli.main(["train", "--data", str(root), "--category", "weave", "--out", str(out), "--iterations", "6",
+                     "--image-size", "32", "--batch-size", "4", "--quiet", "--json",
+                     *[a for s in TINY[:2] + TINY[4:] for a in ("--set", s)]])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["selection"]["split"] == "validation"
+    cfg = json.loads((out / "config.json").read_text())
+    for key in ("model", "score", "run", "data", "thresholds", "metrics", "selection", "training", "weights_sha256",
+                "package_version"):
+        assert key in cfg, key
+    assert cfg["data"]["category"] == "weave" and cfg["data"]["files"] == 19
+    assert cfg["metrics"]["test"]["split"] == "test" and cfg["metrics"]["validation"]["val_score"] is not None
+    assert cfg["score"]["filter_size"] in (1, 5, 11)
+    assert cfg["score"]["image_threshold"] == cfg["thresholds"]["image_threshold"]
+    assert (out / "checkpoints" / "last" / "state.safetensors").is_file()
+    assert not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
+
+    model = draem_zoo.load(str(out))
+    assert model.score_config.image_threshold is not None and not model.training
+
+    assert cli.main(["evaluate", "--model", str(out), "--data", str(root), "--category", "weave", "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for k in ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro"):
+        assert 0.0 <= ev[k] <= 1.0, k
+    assert set(ev["per_defect"]) == {"hole", "scratch", "stain"}
+    assert ev["n_images"] == 9
+    assert abs(ev["image_auroc"] - cfg["metrics"]["test"]["image_auroc"]) < 1e-6  # same maps, same s_f
+
+    pics = tmp_path / "pics"
+    assert cli.main(["predict", "--model", str(out), str(root / "weave" / "test" / "hole"),
+                     str(root / "weave" / "test" / "good" / "000.png"), "--out", str(pics)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 3 and len(list(pics.glob("*.png"))) == 3
+    thr = cfg["score"]["image_threshold"]
+    for rec in lines:
+        assert set(("image", "score", "anomalous", "threshold")) <= set(rec)
+        assert rec["anomalous"] == (rec["score"] >= thr)  # the stored threshold decides
+
+
+def test_resume_reproduces_an_uninterrupted_run(root, tmp_path):
+    run = tiny_run(root, "train.iterations=8", "train.checkpoint_every=2", "train.val_every=4",
+                   "train.report_every=1", "train.seed=3")
+    train_category(run, tmp_path / "straight", progress=False)
+
+    def crash_at(n, exc):
+        def cb(rec):
+            if rec["iteration"] == n:
+                raise exc
+        return cb
+
+    # Ctrl-C at iteration 5: the loop saves iteration 5 before leaving
+    with pytest.raises(KeyboardInterrupt):
+        train_category(run, tmp_path / "ctrlc", progress=False, callbacks=[crash_at(5, KeyboardInterrupt())])
+    meta = json.loads((tmp_path / "ctrlc" / "checkpoints" / "last" / "meta.json").read_text())
+    assert meta["iteration"] == 5
+    train_category(run, tmp_path / "ctrlc", resume=True, progress=False)
+    # a hard crash at iteration 7: only the periodic checkpoint (6) survives
+    with pytest.raises(RuntimeError):
+        train_category(run, tmp_path / "crash", progress=False, callbacks=[crash_at(7, RuntimeError("boom"))])
+    assert json.loads((tmp_path / "crash" / "checkpoints" / "last" / "meta.json").read_text())["iteration"] == 6
+    train_category(run, tmp_path / "crash", resume=True, progress=False)
+
+    ref = load_file(str(tmp_path / "straight" / "checkpoints" / "last" / "state.safetensors"))
+    for name in ("ctrlc", "crash"):
+        got = load_file(str(tmp_path / name / "checkpoints" / "last" / "state.safetensors"))
+        assert set(got) == set(ref)
+        for k in ref:
+            assert torch.equal(got[k], ref[k]), (name, k)
+        a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+        b = load_file(str(tmp_path / name / "model.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_guards(root, tmp_path):
+    run = tiny_run(root, "train.iterations=2")
+    train_category(run, tmp_path / "m", progress=False)
+    with pytest.raises(DraemZooError, match="pass --resume"):
+        train_category(run, tmp_path / "m", progress=False)
+    other = tiny_run(root, "train.iterations=2", "loss.ssim_weight=3")
+    with pytest.raises(DraemZooError, match="different settings.*loss.ssim_weight"):
+        train_category(other, tmp_path / "m", resume=True, progress=False)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--set", "loss.ssim_wieght=2"], "unknown config key"),
+    (["--set", "train.batch_size=two"], "train.batch_size: expected an integer"),
+    (["--category", "bottle"], "no category 'bottle'"),
+    (["--anomaly-source", "/nonexistent/dtd"], "anomaly source folder does not exist"),
+])
+def test_bad_input_fails_before_training(root, tmp_path, capsys, args, needle):
+    base = {"--data": str(root), "--category": "weave", "--out": str(tmp_path / "o")}
+    for k in ("--category",):
+        if k in args:
+            base.pop(k)
+    argv = ["train", *[x for kv in base.items() for x in kv], "--iterations", "2", "--quiet", *args]
+    assert cli.main(argv) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "o" / "checkpoints").exists()
+
+
+def test_cli_help_and_config(capsys):
+    for cmd in ("train", "evaluate", "predict", "describe", "config", "variants", "convert-official"):
+        with pytest.raises(SystemExit) as e:
+            cli.main([cmd, "--help"])
+        assert e.value.code == 0
+    capsys.readouterr()
+    assert cli.main(["config", "--variant", "timm-resnet18", "--set", "loss.focal_gamma=3"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["model"]["disc_encoder"] == "resnet18" and cfg["loss"]["focal_gamma"] == 3.0

@@ -1,0 +1,270 @@
+"""Distributed search on a local Ray cluster (CPU, tiny models, generated data).
+
+Slow tests: each starts Ray workers and Train runs. Ray is started once for the module
+(with its dashboard, which Train needs to release the resources of trials ASHA stops).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+# a loaded 2-core CI box can take over a minute to start a worker process (Ray runs them at nice 15)
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
+
+ray = pytest.importorskip("ray")
+
+from draem_zoo import load  # noqa: E402
+from draem_zoo.data.demo import make_demo_dataset  # noqa: E402
+from draem_zoo.errors import DraemZooError  # noqa: E402
+from draem_zoo.search.driver import SearchOptions, run_search  # noqa: E402
+
+SETS = ["model.image_size=32", "eval.batch_size=64"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_demo_dataset(tmp_path_factory.mktemp("data"), categories=("weave", "granite"), size=32, n_train=10,
+                             n_test_good=3, n_test_defect=2)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    os.environ["DRAEM_ZOO_WORKDIR"] = str(tmp_path_factory.mktemp("workdirs"))
+    ctx = ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+    yield ctx
+    ray.shutdown()
+
+
+def opts(data, out, **kw):
+    base = dict(data=str(data), out=str(out), space="search_spaces/quick.py", trials=4, budget=16, final_budget=16,
+                sets=list(SETS), cpus_per_worker=0.5, progress=False, poll_seconds=1.0)
+    base.update(kw)
+    return SearchOptions(**base)
+
+
+def test_search_two_categories_with_asha(cluster, data, tmp_path):
+    out = tmp_path / "results"
+    start = time.monotonic()
+    result = run_search(opts(data, out, categories="weave,granite", max_concurrent=2, backbones_final=True))
+    elapsed = time.monotonic() - start
+    for name in ("search.json", "status.json", "leaderboard.csv", "leaderboard.md", "backbones.csv",
+                 "backbones.png", "space.py"):
+        assert (out / name).is_file(), name
+    for cat in ("weave", "granite"):
+        trials = [json.loads(p.read_text()) for p in (out / cat / "trials").glob("*.json")]
+        assert len(trials) == 4
+        for t in trials:
+            assert t["status"] == "TERMINATED" and t["iteration"] <= 16
+            assert t["category"] == cat  # trained on its own category's data
+            assert t["stopped_early"] == (t["iteration"] < 16)
+            assert t["best_val_score"] is not None and t["curve"], t
+            iters = [c["iteration"] for c in t["curve"]]
+            # 8 validations per trial (every 2 iterations): reports at validation points only
+            assert iters == sorted(iters) and iters[0] == 2 and all(i % 2 == 0 for i in iters)
+        finished = [t for t in trials if not t["stopped_early"]]
+        assert finished and all(t["test"]["image_auroc"] is not None for t in finished)
+        summary = json.loads((out / cat / "summary.json").read_text())
+        best = summary["best_trial"]
+        # both backbones got a trial (POINTS_TO_EVALUATE) and each one's best by validation was retrained
+        variants = {t["variant"] for t in trials}
+        assert variants == {"paper-tiny", "timm-mobilenetv3_large_100"}
+        finals = summary["final"]
+        assert sorted(f["variant"] for f in finals) == sorted(variants)
+        for f in finals:
+            mine = [t for t in trials if t["variant"] == f["variant"]]
+            assert f["trial_id"] == max(mine, key=lambda t: t["best_val_score"])["trial_id"]
+        # the export is the final run with the best validation score (never test)
+        done = [f for f in finals if f["status"] == "done"]
+        assert summary["exported_trial"] == max(done, key=lambda f: f["metrics"]["val_score"])["trial_id"]
+        assert best["trial_id"] == summary["exported_trial"]
+        assert summary["study"]["complete"] == 4  # every finished trial is in the Optuna study
+        model = load(str(out / cat / "best"))
+        cfg = json.loads((out / cat / "best" / "config.json").read_text())
+        assert cfg["selection"]["split"] == "validation" and cfg["metrics"]["test"]["split"] == "test"
+        assert cfg["training"]["iterations"] == 16 and cfg["data"]["category"] == cat
+        for k, v in best["overrides"].items():  # the exported model is the best trial's configuration
+            section, key = k.split(".", 1)
+            assert cfg["run"][section][key] == (list(v) if isinstance(v, tuple) else v), k
+        assert model.predict(__import__("torch").rand(1, 3, 32, 32)).score.shape == (1,)
+    board = (out / "leaderboard.csv").read_text().splitlines()
+    assert len(board) == 3 and board[0].startswith("category,")
+    bb = (out / "backbones.csv").read_text()
+    assert "paper-tiny" in bb and "timm-mobilenetv3_large_100" in bb and ",final," in bb
+    assert (out / "backbones.md").read_text().startswith("# Backbone comparison: final models")
+    status = subprocess.run([sys.executable, "-m", "draem_zoo.cli", "status", str(out)], capture_output=True,
+                            text=True)
+    assert status.returncode == 0 and "weave" in status.stdout and "done" in status.stdout
+    print(f"search of 2 categories x 4 trials + finals: {elapsed:.0f} s; stopped early: "
+          f"{sum(json.loads(p.read_text())['stopped_early'] for p in out.glob('*/trials/*.json'))}")
+    assert result["categories"]["weave"]["model_dir"]
+
+
+def test_search_bad_input_fails_before_any_trial(cluster, data, tmp_path):
+    with pytest.raises(DraemZooError, match="bottle not found"):
+        run_search(opts(data, tmp_path / "r1", categories="weave,bottle"))
+    (tmp_path / "nospace.py").write_text("X = 1\n")
+    with pytest.raises(DraemZooError, match="defines no function space"):
+        run_search(opts(data, tmp_path / "r2", space=str(tmp_path / "nospace.py")))
+    (tmp_path / "badvar.py").write_text("def space(trial):\n    trial.suggest_categorical('model.variant', "
+                                        "['paper-tiny', 'timm-nosuchnet'])\n    return {'model.rec_width': 4}\n")
+    with pytest.raises(DraemZooError, match="nosuchnet"):
+        run_search(opts(data, tmp_path / "r3", space=str(tmp_path / "badvar.py")))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DraemZooError, match="not writable"):
+        run_search(opts(data, tmp_path / "r4", storage=str(tmp_path / "afile" / "storage")))
+    with pytest.raises(DraemZooError, match="GPUs"):
+        run_search(opts(data, tmp_path / "r5", gpus_per_trial=1))
+    assert not list(tmp_path.glob("r*/*/trials"))  # no trial ever started
+    run_dir = tmp_path / "r5"
+    with pytest.raises(DraemZooError, match="already holds a search"):
+        run_search(opts(data, run_dir))
+
+
+def test_search_worker_crash_is_retried_from_checkpoint(cluster, data, tmp_path):
+    out = tmp_path / "crash"
+    run_search(opts(data, out, categories="weave", trials=2, crash_at_iteration=9, max_concurrent=2, retries=2))
+    trials = [json.loads(p.read_text()) for p in (out / "weave" / "trials").glob("*.json")]
+    assert len(trials) == 2
+    survivors = [t for t in trials if not t["stopped_early"]]
+    assert survivors and all(t["status"] == "TERMINATED" and t["iteration"] == 16 for t in survivors)
+    assert all(t["resumed"] for t in survivors)  # restarted from the checkpoint of iteration 8
+    summary = json.loads((out / "weave" / "summary.json").read_text())
+    assert summary["final"][0]["status"] == "done" and summary["final"][0]["metrics"]["resumed"] is True
+    assert (out / "weave" / "best" / "model.safetensors").is_file()
+
+
+def test_multinode_ddp_spreads_ranks_and_weights_agree(data, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    from draem_zoo.pipeline.runconfig import make_run_config
+    from draem_zoo.search.trial import make_trainer
+
+    if ray.is_initialized():
+        ray.shutdown()
+    os.environ["DRAEM_ZOO_WORKDIR"] = str(tmp_path / "work")
+    cl = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True})
+    cl.add_node(num_cpus=1)
+    try:
+        ray.init(address=cl.address, log_to_driver=False)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        run = make_run_config([f"data.root={data}", "data.category=weave", "model.variant=paper-tiny",
+                               "model.rec_width=4", "model.disc_width=4", "model.image_size=32",
+                               "train.iterations=6", "train.batch_size=2", "train.val_every=3",
+                               "train.report_every=3", "eval.filter_sizes=1,5"])
+        settings = {"storage": str(tmp_path / "storage"), "workers_per_trial": 2, "cpus_per_worker": 1.0,
+                    "placement": "STRICT_SPREAD", "retries": 0}
+        result = make_trainer(run, "ddp-two-nodes", settings, callbacks=[], export=True, workers=2).fit()
+        assert result.error is None
+        ranks = [json.loads((tmp_path / "work" / "ddp-two-nodes" / f"rank{r}" / f"rank{r}.json").read_text())
+                 for r in (0, 1)]
+        assert ranks[0]["node_id"] != ranks[1]["node_id"]  # one rank per node
+        assert ranks[0]["last_weights_sha256"] == ranks[1]["last_weights_sha256"]  # DDP kept them identical
+        cfg = json.loads((Path(result.checkpoint.path) / "config.json").read_text())
+        assert cfg["training"]["world_size"] == 2 and cfg["training"]["effective_batch_size"] == 4
+    finally:
+        ray.shutdown()
+        cl.shutdown()
+
+
+def _durable_checkpoint(out: Path, search_id: str, trial_id: str) -> int:
+    """Iteration of the latest checkpoint the trial's Train run has persisted (0: none)."""
+    snap = out / "ray" / f"{search_id}-weave-{trial_id}" / "checkpoint_manager_snapshot.json"
+    try:
+        latest = json.loads(snap.read_text()).get("latest_checkpoint_result") or {}
+    except (OSError, ValueError):
+        return 0
+    return int((latest.get("metrics") or {}).get("iteration") or 0)
+
+
+def _durable_statuses(out: Path) -> dict[str, str]:
+    """Trial statuses as Tune had persisted them in its experiment state."""
+    durable = {}
+    for state in sorted((out / "ray").glob("*-weave/experiment_state-*.json")):
+        try:
+            data = json.loads(state.read_text())
+        except (OSError, ValueError):  # being rewritten
+            continue
+        for trial_json, _ in data["trial_data"]:
+            t = json.loads(trial_json)
+            durable[t["trial_id"]] = t["status"]
+    return durable
+
+
+def test_search_resume_after_driver_sigkill(data, tmp_path):
+    if ray.is_initialized():
+        ray.shutdown()
+    out = tmp_path / "resume"
+    env = dict(os.environ, DRAEM_ZOO_WORKDIR=str(tmp_path / "work"), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "draem_zoo.cli", "search", "--data", str(data), "--out", str(out),
+           "--categories", "weave", "--space", "search_spaces/quick.py", "--trials", "4", "--budget", "300",
+           "--final-budget", "16", "--cpus-per-worker", "0.5", "--num-cpus", "2", "--max-concurrent", "2",
+           "--quiet", *[a for s in SETS for a in ("--set", s)]]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 400
+    finished_before: set[str] = set()
+    midway: set[str] = set()
+    at_kill: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        try:
+            st = json.loads((out / "status.json").read_text())
+        except (OSError, ValueError):
+            continue
+        trials = st["categories"][0]["trials"]
+        finished_before = {t["trial_id"] for t in trials if t["status"] == "TERMINATED"}
+        at_kill = {t["trial_id"]: t.get("iteration") or 0 for t in trials}
+        # running trials whose Train run has persisted a checkpoint (what a resume can start from)
+        ckpt = {t["trial_id"]: _durable_checkpoint(out, st["search_id"], t["trial_id"]) for t in trials
+                if t["status"] == "RUNNING"}
+        midway = {tid for tid, it in ckpt.items() if 0 < it < 260}
+        # kill once Tune has also persisted a finished trial (its state lags the progress by up to
+        # TUNE_GLOBAL_CHECKPOINT_S, more on a loaded machine): both kinds of trial are then exercised
+        if finished_before and midway and "TERMINATED" in _durable_statuses(out).values():
+            break
+    assert finished_before and midway, "no moment with a finished and a checkpointed running trial"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, with no chance to clean up
+    # a checkpoint may have landed between the poll and the kill: take the latest persisted one
+    ckpt = {tid: max(it, _durable_checkpoint(out, st["search_id"], tid)) for tid, it in ckpt.items()}
+    durable = _durable_statuses(out)  # what Tune had persisted when the driver died
+    proc.wait()
+    time.sleep(3)
+    res = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = {json.loads(p.read_text())["trial_id"]: json.loads(p.read_text())
+              for p in (out / "weave" / "trials").glob("*.json")}
+    assert len(trials) == 4 and finished_before <= set(trials)
+    assert all(t["status"] == "TERMINATED" for t in trials.values())
+    kept = {tid for tid, st in durable.items() if st == "TERMINATED"}
+    assert kept, "Tune had persisted no finished trial"
+    for tid in kept:  # finished trials are kept as they were
+        assert trials[tid]["iteration"] == at_kill[tid] and not trials[tid]["resumed"], tid
+    for tid in finished_before - kept:  # finished within Tune's last second: resumed, never retrained
+        t = trials[tid]
+        assert not t["resumed"] or min(c["iteration"] for c in t["curve"]) >= at_kill[tid]
+    for tid in midway:  # continued from their checkpoints, not from iteration 0
+        t = trials[tid]
+        assert t["resumed"] and min(c["iteration"] for c in t["curve"]) > ckpt[tid] > 0, (tid, ckpt[tid], t)
+    exp = next((out / "ray").glob("*-weave"))
+    trial_dirs = list(exp.glob("trial_*"))
+    assert len(trial_dirs) == 4
+    for trial_dir in trial_dirs:
+        finals = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+        # no trial ran twice to completion: a restored finished run replays its result, never retrains
+        assert sum(1 for r in finals if r.get("final") and not r.get("replayed")) <= 1, trial_dir
+    summary = json.loads((out / "weave" / "summary.json").read_text())
+    assert summary["study"]["complete"] == 4
+    assert (out / "weave" / "best" / "config.json").is_file()

@@ -1,0 +1,152 @@
+"""Search-space files and the results tables (no Ray needed)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+
+from draem_zoo.errors import DraemZooError
+from draem_zoo.pipeline.runconfig import RunConfig
+from draem_zoo.search import results
+from draem_zoo.search.space import check_space, load_space, overrides_of, suggest
+
+SPACES = ("quick", "default", "backbones")
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_shipped_spaces_load_and_check(name):
+    space = load_space(f"search_spaces/{name}.py")
+    assert space.metric == "best_val_score" and space.mode == "max" and space.budget
+    drawn = check_space(space, RunConfig(), draws=10)
+    assert drawn and all("model.variant" in d for d in drawn)
+    fn = pickle.loads(pickle.dumps(space.fn))  # Tune checkpoints the searcher with plain pickle
+    assert callable(fn)
+
+
+def test_default_space_is_conditional_and_covers_backbones():
+    import optuna
+
+    space = load_space("search_spaces/default.py")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1), direction="maximize")
+    seen = {}
+    for _ in range(60):
+        t = study.ask()
+        d = suggest(space, t)
+        seen.setdefault(d["model.variant"], set()).update(d)
+        study.tell(t, 0.0)
+    assert {"paper", "paper-small", "timm-resnet18", "timm-efficientnet_b0", "timm-mobilenetv3_large_100",
+            "timm-convnext_nano"} <= set(seen)
+    assert "model.disc_width" in seen["timm-resnet18"] and "model.disc_width" not in seen["paper"]
+    assert "_beta_high" in seen["paper"] and "_beta_high" not in overrides_of({"_beta_high": 1, "a.b": 2})
+
+
+def test_bad_space_files_are_named(tmp_path):
+    (tmp_path / "nospace.py").write_text("METRIC = 'val_score'\n")
+    with pytest.raises(DraemZooError, match="nospace.py: defines no function space"):
+        load_space(tmp_path / "nospace.py")
+    (tmp_path / "broken.py").write_text("def space(trial):\n  return 1/0\nx = undefined_name\n")
+    with pytest.raises(DraemZooError, match="broken.py: the file does not run"):
+        load_space(tmp_path / "broken.py")
+    (tmp_path / "badvariant.py").write_text(
+        "def space(trial):\n    trial.suggest_categorical('model.variant', ['paper', 'timm-notamodel'])\n")
+    with pytest.raises(DraemZooError, match="timm-notamodel|notamodel"):
+        check_space(load_space(tmp_path / "badvariant.py"), RunConfig(), draws=20)
+    (tmp_path / "badkey.py").write_text("def space(trial):\n    trial.suggest_float('loss.lambda', 0.1, 1)\n")
+    with pytest.raises(DraemZooError, match="loss.lambda"):
+        check_space(load_space(tmp_path / "badkey.py"), RunConfig(), draws=2)
+    with pytest.raises(DraemZooError, match="no such search-space file"):
+        load_space(tmp_path / "missing.py")
+    (tmp_path / "badpoint.py").write_text(
+        "POINTS_TO_EVALUATE = [{'model.variant': 'paper'}, {'model.variant': 'paper-huge'}]\n"
+        "def space(trial):\n    trial.suggest_categorical('model.variant', ['paper', 'paper-tiny'])\n")
+    with pytest.raises(DraemZooError, match=r"POINTS_TO_EVALUATE\[1\]|paper-huge"):
+        check_space(load_space(tmp_path / "badpoint.py"), RunConfig(), draws=3)
+    (tmp_path / "notalist.py").write_text("POINTS_TO_EVALUATE = {'a': 1}\ndef space(trial):\n    return {}\n")
+    with pytest.raises(DraemZooError, match="POINTS_TO_EVALUATE must be a list"):
+        load_space(tmp_path / "notalist.py")
+
+
+def test_points_to_evaluate_come_first():
+    import optuna
+
+    space = load_space("search_spaces/quick.py")
+    assert [p["model.variant"] for p in space.points] == ["paper-tiny", "timm-mobilenetv3_large_100"]
+    study = optuna.create_study(direction="maximize")
+    for p in space.points:
+        study.enqueue_trial(p)
+    first = []
+    for _ in range(2):
+        t = study.ask()
+        first.append(suggest(space, t)["model.variant"])
+        study.tell(t, 0.0)
+    assert first == ["paper-tiny", "timm-mobilenetv3_large_100"]
+
+
+def _trial(tid, variant, val, test_auroc, speed):
+    return {"trial_id": tid, "overrides": {"model.variant": variant, "loss.ssim_weight": 1.0}, "status": "TERMINATED",
+            "best_val_score": val, "val_filter_size": 21, "iteration": 40, "budget": 40, "train_seconds": 20.0,
+            "params_count": 1000, "test": {"image_auroc": test_auroc, "pixel_auroc": 0.9, "pixel_ap": 0.5,
+                                           "aupro": 0.7, "images_per_s": speed}, "curve": []}
+
+
+def test_results_tables_and_plot(tmp_path):
+    for cat, offs in (("a", 0.0), ("b", 0.1)):
+        trials = [_trial(f"{cat}1", "paper", 0.5 + offs, 0.8, 10.0), _trial(f"{cat}2", "paper", 0.4, 0.99, 10.0),
+                  _trial(f"{cat}3", "timm-resnet18", 0.6 + offs, 0.7, 30.0)]
+        finals = [{"seed": 0, "status": "done", "metrics": {"test_image_auroc": 0.75, "test_pixel_auroc": 0.9,
+                                                            "test_pixel_ap": 0.4, "test_aupro": 0.6, "val_score": 0.7}},
+                  {"seed": 1, "status": "done", "metrics": {"test_image_auroc": 0.85, "test_pixel_auroc": 0.92,
+                                                            "test_pixel_ap": 0.5, "test_aupro": 0.7, "val_score": 0.6}}]
+        results.write_category(tmp_path, {"category": cat, "trials": trials, "best_trial": trials[2], "final": finals})
+    files = results.write_tables(tmp_path)
+    assert all(p.is_file() for p in files.values())
+    board = results.leaderboard(tmp_path)
+    assert [r["category"] for r in board] == ["a", "b"] and board[0]["variant"] == "timm-resnet18"
+    assert board[0]["test_image_auroc"] == pytest.approx(0.8) and board[0]["test_image_auroc_std"] == pytest.approx(0.05)
+    bb = {r["backbone"]: r for r in results.backbones(tmp_path)}
+    # per backbone the best trial by validation, not by test: paper's 0.99-test trial is not chosen
+    assert bb["paper"]["test_image_auroc"] == pytest.approx(0.8) and bb["paper"]["categories"] == 2
+    assert bb["timm-resnet18"]["infer_images_per_s"] == pytest.approx(30.0)
+    # trial-budget numbers say so, in the table, the CSV and the plot's title
+    assert bb["paper"]["basis"] == "trial" and bb["paper"]["iterations"] == 40
+    bmd = (tmp_path / "backbones.md").read_text()
+    assert bmd.startswith("# Backbone comparison: search trials (up to 40 iterations), not the final models")
+    assert "--backbones-final" in bmd and "basis" in (tmp_path / "backbones.csv").read_text().splitlines()[0]
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "80.00 ± 5.00" in md and "validation" in md
+    assert (tmp_path / "backbones.png").stat().st_size > 1000
+    status = {"search_id": "s", "state": "running", "updated": 0, "trials_per_category": 3,
+              "categories": [{"category": "a", "phase": "search", "final": [],
+                              "trials": [{"status": "TERMINATED", "best_val_score": 0.5}, {"status": "RUNNING"}]}]}
+    text = results.format_status(status)
+    assert "a" in text and "0.5000" in text
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["n_trials"] == 3
+
+
+def test_backbone_comparison_of_final_models(tmp_path):
+    """With --backbones-final every backbone's best configuration has a final run: compare those."""
+    def final(variant, tid, seed, auroc, val):
+        return {"seed": seed, "status": "done", "variant": variant, "trial_id": tid,
+                "metrics": {"test_image_auroc": auroc, "test_pixel_auroc": 0.9, "test_pixel_ap": 0.5, "test_aupro": 0.7,
+                            "val_score": val, "iteration": 800, "test_images_per_s": 50.0, "params": 10 ** 6,
+                            "train_seconds": 80.0}}
+    for cat in ("a", "b"):
+        trials = [_trial(f"{cat}1", "paper-tiny", 0.6, 0.47, 10.0), _trial(f"{cat}2", "timm-x", 0.5, None, 5.0)]
+        finals = [final("paper-tiny", f"{cat}1", 0, 0.96, 0.8), final("paper-tiny", f"{cat}1", 1, 0.98, 0.7),
+                  final("timm-x", f"{cat}2", 0, 0.90, 0.75), final("timm-x", f"{cat}2", 1, 0.80, 0.72)]
+        results.write_category(tmp_path, {"category": cat, "trials": trials, "best_trial": trials[0], "final": finals,
+                                          "backbones_final": True, "exported_trial": f"{cat}1"})
+    results.write_tables(tmp_path)
+    bb = {r["backbone"]: r for r in results.backbones(tmp_path)}
+    assert set(bb) == {"paper-tiny", "timm-x"} and all(r["basis"] == "final" for r in bb.values())
+    # the final runs' test metrics (mean over seeds), not the 47% of the short search trial
+    assert bb["paper-tiny"]["test_image_auroc"] == pytest.approx(0.97) and bb["timm-x"]["test_image_auroc"] == \
+        pytest.approx(0.85)
+    assert bb["paper-tiny"]["iterations"] == 800
+    assert (tmp_path / "backbones.md").read_text().startswith(
+        "# Backbone comparison: final models, each backbone retrained for 800 iterations")
+    # the leaderboard's mean ± std is over the exported configuration's seeds only
+    board = results.leaderboard(tmp_path)
+    assert board[0]["test_image_auroc"] == pytest.approx(0.97) and board[0]["seeds"] == 2

@@ -1,0 +1,118 @@
+"""train.compile=true trains (model and loss compiled together) and falls back to eager where it cannot."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from draem_zoo.data.demo import make_demo_dataset
+from draem_zoo.errors import ConfigError
+from draem_zoo.pipeline.runconfig import make_run_config
+from draem_zoo.pipeline.workflow import train_category
+
+TINY = ["data.category=weave", "model.rec_width=4", "model.disc_width=4", "model.image_size=32",
+        "train.batch_size=4", "train.iterations=4", "eval.filter_sizes=1,5", "synthesis.procedural_textures=8",
+        "eval.validation_families=draem,small", "train.seed=1"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_demo_dataset(tmp_path_factory.mktemp("data"), categories=("weave",), size=32, n_train=8,
+                             n_test_good=2, n_test_defect=1)
+
+
+def train(root, out, *extra):
+    run = make_run_config([f"data.root={root}", *TINY, *extra])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train_category(run, out, progress=False, evaluate_test=False)
+    weights = load_file(str(out / "checkpoints" / "last" / "state.safetensors"))
+    losses = [h["loss"] for h in json.loads((out / "history.json").read_text())]
+    return result, weights, [w for w in caught if "train.compile" in str(w.message)], losses
+
+
+def model_weights(state: dict) -> dict:
+    """The model's tensors of a checkpoint, without the optimizer's moments: a conv bias before a
+    BatchNorm has a zero gradient up to rounding noise, whose Adam moments differ run to run."""
+    return {k: v for k, v in state.items() if k.startswith("model.")}
+
+
+@pytest.fixture(scope="module")
+def eager(root, tmp_path_factory):
+    return train(root, tmp_path_factory.mktemp("eager"))
+
+
+def test_compiled_training_runs_and_matches_eager(root, tmp_path, eager):
+    # aot_eager traces model + loss with dynamo and AOTAutograd, as inductor does, without code generation
+    result, weights, warned, _ = train(root, tmp_path, "train.compile=true", "train.compile_backend=aot_eager")
+    assert result["training"]["compiled"] is True and not warned
+    assert result["iterations"] == 4
+    # the same losses; Adam moves each weight by about lr per step whatever the gradient's size, so
+    # rounding-level gradient differences allow up to 2 x lr x steps of difference in the weights
+    losses = [h["loss"] for h in json.loads((tmp_path / "history.json").read_text())]
+    assert losses[0] == pytest.approx(eager[3][0], rel=1e-5)  # the same first step
+    assert losses == pytest.approx(eager[3], rel=1e-2)
+    for k, v in model_weights(eager[1]).items():  # BatchNorm statistics follow the activations
+        atol = 1e-2 if "running_" in k or "num_batches" in k else 8e-4
+        assert torch.allclose(weights[k].float(), v.float(), atol=atol, rtol=0), k
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(root, tmp_path, eager):
+    # a backend that fails as inductor does without a working C++ compiler (InvalidCxxCompiler)
+    from torch._dynamo import register_backend
+
+    @register_backend(name="draem_zoo_test_no_compiler")
+    def no_compiler(gm, example_inputs):
+        raise RuntimeError("No working C++ compiler found (test backend)")
+
+    result, weights, warned, _ = train(root, tmp_path, "train.compile=true",
+                                    "train.compile_backend=draem_zoo_test_no_compiler")
+    assert len(warned) == 1 and "eager" in str(warned[0].message)
+    assert result["training"]["compiled"] is False
+    for k, v in eager[1].items():  # nothing trained twice, nothing lost: the eager run's weights exactly
+        assert torch.equal(weights[k], v), k
+
+
+def test_unknown_compile_backend_is_a_config_error(root):
+    with pytest.raises(ConfigError, match="train.compile_backend='nope'"):
+        make_run_config([f"data.root={root}", *TINY, "train.compile=true", "train.compile_backend=nope"])
+
+
+def test_lr_scaling_follows_the_batch_size():
+    cfg = make_run_config(["train.batch_size=32", "train.lr_scaling=linear"]).train
+    assert cfg.batch_lr_scale() == 4.0
+    assert make_run_config(["train.batch_size=32", "train.lr_scaling=sqrt"]).train.batch_lr_scale() == 2.0
+    assert make_run_config(["train.batch_size=32"]).train.batch_lr_scale() == 1.0
+
+
+@pytest.mark.slow
+def test_inductor_compiles_the_step_on_cpu(root, tmp_path, eager):
+    """The default backend (inductor, C++ code generation on a CPU) trains a few iterations."""
+    result, weights, warned, _ = train(root, tmp_path, "train.compile=true")
+    assert result["training"]["compiled"] is True and not warned, [str(w.message) for w in warned]
+    for k, v in model_weights(eager[1]).items():
+        atol = 1e-2 if "running_" in k or "num_batches" in k else 8e-4
+        assert torch.allclose(weights[k].float(), v.float(), atol=atol, rtol=0), k
+
+
+@pytest.mark.slow
+def test_compiled_dense_synthesis_matches_eager():
+    """train.compile=true also compiles dense (GPU-mode) synthesis: same masks, same images to float rounding."""
+    from draem_zoo.synthesis.simulator import AnomalySynthesizer, SynthesisConfig, make_generator
+    from draem_zoo.synthesis.textures import TextureBank
+
+    cfg = SynthesisConfig(procedural_textures=6)
+    bank = TextureBank.procedural(6, 32, seed=0)
+    x = (torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    eager = AnomalySynthesizer(cfg, bank, make_generator(3), dense=True)
+    compiled = AnomalySynthesizer(cfg, bank, make_generator(3), dense=True, compile=True)
+    for _ in range(2):
+        a, b = eager(x), compiled(x)
+        assert compiled._dense_fn.failed is None
+        assert torch.equal(a.mask, b.mask) and torch.equal(a.has_anomaly, b.has_anomaly)
+        torch.testing.assert_close(b.augmented, a.augmented, atol=1e-4, rtol=0)
+        torch.testing.assert_close(b.clean, a.clean, atol=1e-5, rtol=0)
