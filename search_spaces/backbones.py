@@ -6,8 +6,8 @@ SAMPLER = "grid"
 BACKBONES = ["paper", "paper-small", "paper-tiny", "timm-resnet18", "timm-efficientnet_b0",
              "timm-mobilenetv3_large_100", "timm-convnext_nano"]
 GRID = {"model.variant": BACKBONES}
-BUDGET = 20000
-FINAL_BUDGET = 0
+BUDGET = "700 epochs"       # the paper's budget, per category, for trials and finals alike
+FINAL_BUDGET = "700 epochs"
 
 
 def space(trial):

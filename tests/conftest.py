@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,15 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# decode caches and run work directories of the tests go to a temporary folder (Ray workers inherit
+# the environment), never into the user's ~/.cache or /tmp/draem_zoo_runs
+_SCRATCH = Path(tempfile.mkdtemp(prefix="draem_zoo_tests_"))
+os.environ["DRAEM_ZOO_CACHE"] = str(_SCRATCH / "cache")
+os.environ.setdefault("DRAEM_ZOO_WORKDIR", str(_SCRATCH / "work"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SCRATCH, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -190,8 +190,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         backbones_final=args.backbones_final,
         resume=args.resume, sets=list(args.set or []), sampler=args.sampler, seed=args.seed, retries=args.retries,
         max_concurrent=args.max_concurrent, lr_scaling=args.lr_scaling, num_cpus=args.num_cpus,
-        progress=not args.quiet)
+        progress=not args.quiet, validations=args.validations, plan=args.plan, throughput=args.throughput)
     result = run_search(opts)
+    if args.plan and not args.json:
+        from ..search.plan import format_plan
+
+        print(format_plan(result))
+        return 0
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 

@@ -83,6 +83,8 @@ def _add_search(sub) -> None:
         "RESULTS/<category>/best/. Without --address Ray starts on this machine.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  draem-zoo search --data mvtec --out results/mvtec --space search_spaces/default.py "
+        "--trials 32 --workers-per-trial 4 --gpus-per-trial 4 --plan --throughput 150   # the cost first\n"
+        "  draem-zoo search --data mvtec --out results/mvtec --space search_spaces/default.py "
         "--trials 32 --gpus-per-trial 1\n  draem-zoo search --data mvtec --out results/mvtec --address auto "
         "--storage /shared/draem --resume\n  draem-zoo status results/mvtec")
     p.add_argument("--data", required=True, metavar="ROOT", help="dataset root (MVTec AD layout), seen by all nodes")
@@ -90,9 +92,20 @@ def _add_search(sub) -> None:
     p.add_argument("--categories", default="all", help="a,b,c or all (default)")
     p.add_argument("--space", default="search_spaces/default.py", help="search-space file")
     p.add_argument("--trials", type=int, default=16, help="trials per category (default 16)")
-    p.add_argument("--budget", type=int, default=None, metavar="ITERS", help="iterations per trial (ASHA max_t)")
-    p.add_argument("--final-budget", type=int, default=None, metavar="ITERS",
-                   help="iterations of the final retraining (0 = the paper's 700 epochs)")
+    p.add_argument("--budget", default=None, metavar="BUDGET",
+                   help="per trial (ASHA's max_t): iterations per rank (20000) or epochs of the category's training "
+                   "images (100ep, '100 epochs'); default: the space's BUDGET")
+    p.add_argument("--final-budget", default=None, metavar="BUDGET",
+                   help="of the final retraining, as --budget; 0 = the paper's 700 epochs (700 x N images, shared "
+                   "by the DDP workers)")
+    p.add_argument("--validations", type=int, default=5,
+                   help="validations (and checkpoints) per run, trial or final, whatever its budget (default 5)")
+    p.add_argument("--plan", action="store_true",
+                   help="print what the search would cost (iterations, validations, checkpoint bytes, decoding, "
+                   "accelerator-hours) and stop: no Ray, no training, seconds")
+    p.add_argument("--throughput", type=float, default=None, metavar="IMAGES_PER_S",
+                   help="with --plan: one accelerator's training images/s (scripts/bench_train.py --e2e), for the "
+                   "accelerator-hours")
     p.add_argument("--final-seeds", type=int, default=1, help="retrain the best config with N seeds (mean ± std)")
     p.add_argument("--final-workers", type=int, default=None, help="DDP workers of the final retraining")
     p.add_argument("--backbones-final", action="store_true",

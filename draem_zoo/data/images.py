@@ -19,6 +19,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# how images and masks are resized (part of the decode cache's key)
+RGB_RESIZE = "pil-bilinear-antialiased"
+MASK_RESIZE = "nearest"
 
 
 def is_image_file(path: Path) -> bool:

@@ -25,7 +25,8 @@ import torch
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
-from .images import image_size_of, is_image_file, read_many, read_mask, read_rgb
+from .cache import cached_stack
+from .images import MASK_RESIZE, RGB_RESIZE, image_size_of, is_image_file, read_many, read_mask, read_rgb
 
 GOOD = "good"
 
@@ -178,36 +179,45 @@ def scan_category(root: str | Path, category: str, val_fraction: float = 0.1, sp
 
 def load_category(cfg: DataConfig, image_size: int, progress: bool = False,
                   threads: int | None = None, splits: tuple[str, ...] = ("train", "val", "test")) -> CategoryData:
-    """Check every file of the category, then decode and resize the requested splits."""
+    """Check every file of the category, then decode and resize the requested splits.
+
+    Each split is decoded once per node and cached (:mod:`.cache`); later runs load it."""
     if not cfg.root or not cfg.category:
         raise DataError("data.root and data.category must be set (--data ROOT --category NAME)")
     files = scan_category(cfg.root, cfg.category, cfg.val_fraction, cfg.split_seed)
     threads = threads or min(8, os.cpu_count() or 1)
-    total = (len(files.train) * ("train" in splits) + len(files.val) * ("val" in splits)
-             + 2 * len(files.test) * ("test" in splits))
-    bar = None
-    if progress:
-        bar = tqdm(total=total, desc=f"{cfg.category}: decoding", unit="img", leave=False)
-    tick = bar.update if bar else None
+    keep_test = "test" in splits
+    bar = tqdm(total=0, desc=f"{cfg.category}: decoding", unit="img", leave=False) if progress else None
 
-    def rgb(paths: list[Path]) -> torch.Tensor:
+    def tick(n: int) -> None:
+        if bar is not None:
+            bar.update(n)
+
+    def decoded(paths: list, reader, recipe: str, empty: torch.Tensor) -> torch.Tensor:
         if not paths:
-            return torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
-        return torch.stack(read_many(paths, lambda p: read_rgb(p, image_size), threads, tick))
+            return empty
+
+        def decode() -> torch.Tensor:
+            if bar is not None:
+                bar.total += len(paths)
+                bar.refresh()
+            return torch.stack(read_many(paths, reader, threads, tick))
+
+        return cached_stack(paths, recipe, decode, threads)[0]
 
     def mask(p: Path | None) -> torch.Tensor:
         return torch.zeros(1, image_size, image_size, dtype=torch.bool) if p is None else read_mask(p, image_size)
 
+    rgb_recipe, no_rgb = f"rgb:{image_size}:{RGB_RESIZE}", torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
     try:
-        train = rgb(files.train if "train" in splits else [])
-        val = rgb(files.val if "val" in splits else [])
-        test = rgb(files.test if "test" in splits else [])
-        masks = (torch.stack(read_many(files.test_masks, mask, threads, tick)) if files.test and "test" in splits
-                 else torch.zeros(0, 1, image_size, image_size, dtype=torch.bool))
+        train = decoded(files.train if "train" in splits else [], lambda p: read_rgb(p, image_size), rgb_recipe, no_rgb)
+        val = decoded(files.val if "val" in splits else [], lambda p: read_rgb(p, image_size), rgb_recipe, no_rgb)
+        test = decoded(files.test if keep_test else [], lambda p: read_rgb(p, image_size), rgb_recipe, no_rgb)
+        masks = decoded(files.test_masks if keep_test else [], mask, f"mask:{image_size}:{MASK_RESIZE}",
+                        torch.zeros(0, 1, image_size, image_size, dtype=torch.bool))
     finally:
         if bar:
             bar.close()
-    keep_test = "test" in splits
     labels = torch.tensor(files.test_labels if keep_test else [], dtype=torch.long)
     return CategoryData(files, image_size, train, val, test, masks, labels,
                         list(files.test_defects) if keep_test else [])

@@ -69,12 +69,18 @@ def _search_info(results: Path, category: str) -> dict[str, Any] | None:
     summary = json.loads(summary_path.read_text())
     fs = summary.get("finals_summary") or {}
     spread = fs.get("image_auroc")
-    return {"space": Path(meta.get("space", "?")).name, "trials": summary.get("n_trials"), "budget": meta.get("budget"),
+    return {"space": Path(meta.get("space", "?")).name, "trials": summary.get("n_trials"), "budget": _budget_text(meta.get("budget")),
             "best_val_score": round((summary.get("best_trial") or {}).get("best_val_score") or 0, 4),
             "seeds": fs.get("seeds", 1), "backbones_final": bool(summary.get("backbones_final")),
             "finalists": sorted({f.get("variant") or "?" for f in summary.get("final") or []}),
             "final_val_score": round(fs["val_score"]["mean"], 4) if fs.get("val_score") else None,
             "seed_spread": f"{100 * spread['mean']:.2f} ± {100 * spread['std']:.2f}" if spread else "n/a"}
+
+
+def _budget_text(budget) -> str:
+    """A search's trial budget as the card says it ("700 epochs", "40 iterations"; older searches
+    recorded a bare number of iterations)."""
+    return f"{budget} iterations" if isinstance(budget, int) else str(budget)
 
 
 def _onnx_file(model_dir: Path, cfg: dict[str, Any], warn: Callable[[str], None]) -> dict[str, Any] | None:

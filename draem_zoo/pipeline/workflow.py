@@ -80,7 +80,10 @@ def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, pr
     out = Path(out_dir)
     device = dist.device or resolve_device(run.train.device)
     size = run.model.image_size
-    data = load_category(run.data, size, progress=progress and dist.is_main)  # every file checked first
+    # every file is checked first; each split is decoded once per node (the cache), and only what this
+    # process uses: DDP ranks other than 0 train and never validate or test
+    splits = ("train",) if not dist.is_main else ("train", "val", "test") if evaluate_test else ("train", "val")
+    data = load_category(run.data, size, progress=progress and dist.is_main, splits=splits)
     textures = load_textures(run.synthesis, size, device, progress=progress and dist.is_main)
     if dist.is_main:
         _check_resume(out, run, resume)
@@ -94,7 +97,7 @@ def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, pr
     if dist.wrap is not None:
         forward = dist.wrap(model)
     vset = make_validation_set(data.val, run.synthesis, textures, run.eval.validation_seed,
-                               run.eval.validation_families)
+                               run.eval.validation_families)  # empty on DDP ranks other than 0
 
     def validate(m: DraemModel) -> dict:
         if len(vset) == 0:
@@ -105,7 +108,7 @@ def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, pr
                                compile=run.train.compile)  # compiles only the dense (GPU) path
     trainer = Trainer(model, data.train, synth, run.train, run.loss, out, validate=validate if dist.is_main else None,
                       callbacks=callbacks, forward=forward if forward is not model else None, rank=dist.rank,
-                      is_main=dist.is_main, progress=progress, lr_scale=dist.lr_scale)
+                      world_size=dist.world_size, is_main=dist.is_main, progress=progress, lr_scale=dist.lr_scale)
     fit = trainer.fit(resume=resume)
     digest = parameters_digest(model)  # the last weights; DDP ranks must agree
     if not dist.is_main:
@@ -162,8 +165,12 @@ def validate_final(model: DraemModel, run: RunConfig, vset) -> tuple[dict | None
     """The exported weights' validation metrics (the score at every s_f, the chosen s_f) and maps."""
     if not len(vset):
         return None, None
+    t0 = time.perf_counter()
     maps = compute_maps(model, vset.images, run.eval.batch_size)
-    return validation_metrics(maps, vset, run.eval.filter_sizes), maps
+    seconds = time.perf_counter() - t0
+    val = validation_metrics(maps, vset, run.eval.filter_sizes)
+    val["inference_images_per_s"] = round(len(vset) / max(seconds, 1e-9), 3)  # a speed without the test split
+    return val, maps
 
 
 def test_maps_of(model: DraemModel, run: RunConfig, data, progress: bool) -> tuple[torch.Tensor, float]:
@@ -211,7 +218,10 @@ def selection_record(run: RunConfig, vset, val: dict | None, filter_size: int, e
 def training_record(model: DraemModel, run: RunConfig, fit: dict, trainer: Trainer, source: str,
                     dist: Distributed) -> dict[str, Any]:
     """What the training run was, for config.json."""
+    n_train = len(trainer.images)
     return {"iterations": fit["iterations"], "seconds": fit["seconds"], "batch_size": run.train.batch_size,
+            "budget": str(run.train.as_budget()), "samples": fit["samples"],
+            "epochs": round(fit["samples"] / max(1, n_train), 3), "validations": fit["validations"],
             "world_size": dist.world_size, "effective_batch_size": run.train.batch_size * dist.world_size,
             "lr_scale": trainer.lr_scale, "lr_scaling": run.train.lr_scaling,
             "compiled": bool(run.train.compile) and getattr(trainer.step, "failed", None) is None,

@@ -11,7 +11,6 @@ seed; the result carries the test metrics and the exported model directory.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from pathlib import Path
@@ -26,7 +25,7 @@ from ..pipeline.runconfig import RunConfig, make_run_config
 from . import progress
 from .results import variant_of
 from .space import load_space, overrides_of
-from .trial import make_trainer, trial_trainable
+from .trial import budget_run_config, run_final, trial_resources, trial_trainable
 
 try:
     from ray.tune.search.optuna import OptunaSearch as _OptunaSearch
@@ -62,9 +61,11 @@ def _optuna_storage(storage: str, experiment: str):
     return optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.sqlite3'}")
 
 
-@ray.remote(num_cpus=0.01, max_concurrency=4)
+# the search driver of a category waits on Tune; it holds no CPU, so that trials never wait on it
+@ray.remote(num_cpus=0, max_concurrency=4)
 class CategorySearch:
-    def __init__(self, category: str, space_path: str, base: dict[str, Any], settings: dict[str, Any]):
+    def __init__(self, category: str, space_path: str, base: dict[str, Any], settings: dict[str, Any],
+                 plan: dict[str, Any]):
         # Tune persists its experiment state (trial statuses, scheduler, searcher) at this period;
         # what happened after the last save is redone on --resume, so keep it short (the state is
         # small: the study itself lives in SQLite).
@@ -73,6 +74,7 @@ class CategorySearch:
         self.space = load_space(space_path)
         self.base = make_run_config({"data.category": category}, base=RunConfig.from_dict(base)).to_dict()
         self.settings = dict(settings, experiment=f"{settings['search_id']}-{category}")
+        self.plan = plan  # this category's entry of the search plan: trial and final iterations, cadence
         self.phase = "pending"
         self.final: list[dict[str, Any]] = []
 
@@ -88,17 +90,17 @@ class CategorySearch:
         # category's searcher runs in the same job, so a shared name would let one category's
         # trials run with another's base config (its data). One name per experiment.
         inner.__name__ = "trial_" + re.sub(r"[^A-Za-z0-9]+", "-", exp)
-        trainable = tune.with_resources(inner, {"CPU": 0.01})
+        trainable = tune.with_resources(inner, trial_resources(s))
         path = f"{s['storage'].rstrip('/')}/{exp}"
         if resume and tune.Tuner.can_restore(path):
             return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-        every = max(1, math.ceil(s["budget"] / s["validations"]))
+        max_t, every = self.plan["trial"]["iterations"], self.plan["trial"]["val_every"]
         searcher = DurableOptunaSearch(space=sp.fn, metric=sp.metric, mode=sp.mode,
                                        sampler=sp.make_sampler(s.get("seed", 0), s.get("sampler")),
                                        storage=_optuna_storage(s["storage"], exp), study_name=exp,
                                        points_to_evaluate=[dict(p) for p in sp.points] or None)
-        scheduler = ASHAScheduler(time_attr="iteration", metric=sp.metric, mode=sp.mode, max_t=s["budget"],
-                                  grace_period=max(every, min(s["budget"], every * s.get("grace_validations", 2))),
+        scheduler = ASHAScheduler(time_attr="iteration", metric=sp.metric, mode=sp.mode, max_t=max_t,
+                                  grace_period=max(every, min(max_t, every * s.get("grace_validations", 2))),
                                   reduction_factor=s.get("reduction_factor", 2),
                                   # a trial at the budget ends by itself, after its final report (test metrics)
                                   stop_last_trials=False)
@@ -107,7 +109,9 @@ class CategorySearch:
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s["trials"],
                                         max_concurrent_trials=s.get("max_concurrent") or None),
             run_config=tune.RunConfig(name=exp, storage_path=s["storage"], verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=int(s.get("trial_retries", 1))),
+                                      # a one-worker trial trains in the trial: its crash is the trial's
+                                      failure_config=tune.FailureConfig(max_failures=int(s.get("retries", 2))),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       callbacks=[progress.ProgressCallback(exp, sp.metric)]),
         )
 
@@ -144,7 +148,8 @@ class CategorySearch:
         df = result.metrics_dataframe
         if df is not None and len(df):
             cols = [c for c in ("iteration", "loss", "l2", "ssim", "focal", "val_score", "val_filter_size",
-                                "val_saturation", "val_tie", "best_val_score", "it_per_s") if c in df.columns]
+                                "val_saturation", "val_tie", "best_val_score", "it_per_s", "resumed")
+                    if c in df.columns]
             curve = [{k: (None if v != v else v) for k, v in row.items()}  # NaN -> None
                      for row in df[cols].to_dict("records")]
         params = dict(result.config or {})
@@ -155,42 +160,41 @@ class CategorySearch:
             "variant": overrides_of(params).get("model.variant", self.base["model"]["variant"]),
             "status": "ERROR" if result.error else "TERMINATED",
             "error": str(result.error).splitlines()[0][:500] if result.error else None,
-            "iteration": m.get("iteration"), "budget": self.settings["budget"],
-            "stopped_early": (m.get("iteration") or 0) < self.settings["budget"] and not result.error,
+            "iteration": m.get("iteration"), "budget": self.plan["trial"]["iterations"],
+            "budget_spec": self.settings["budget"],
+            "stopped_early": (m.get("iteration") or 0) < self.plan["trial"]["iterations"] and not result.error,
             "best_val_score": max(best_scores) if best_scores else m.get("best_val_score"),
             "val_filter_size": m.get("val_filter_size"),
             "resumed": bool(m.get("resumed")), "category": m.get("category"),
             "train_seconds": m.get("train_seconds"), "params_count": m.get("params"),
-            "test": {k[5:]: m.get(k) for k in m if k.startswith("test_")} or None,
+            "images_per_s": m.get("images_per_s"),  # inference, measured on the validation set
             "curve": curve, "path": result.path,
         }
 
     def _final_runs(self, best: dict[str, Any]) -> None:
+        """The best configuration at the final budget, once per seed (DDP over the final workers),
+        validating ``--validations`` times whatever the budget, evaluated on test and exported."""
         s = self.settings
         base = make_run_config(best["overrides"], base=RunConfig.from_dict(self.base))
+        workers = s.get("final_workers") or s["workers_per_trial"]
         for i in range(int(s.get("final_seeds", 1))):
             seed = base.train.seed + i
-            run = make_run_config({"train.iterations": s["final_budget"], "train.seed": seed,
-                                   "train.val_every": 0, "train.checkpoint_every": 0}, base=base)
-            every = max(1, math.ceil(run.train.budget(max(1, s.get("n_train", 1))) / 5)) if not s["final_budget"] \
-                else max(1, math.ceil(s["final_budget"] / 5))
-            run = make_run_config({"train.val_every": every, "train.report_every": every,
-                                   "train.checkpoint_every": every}, base=run)
-            entry = {"seed": seed, "status": "running", "workers": s.get("final_workers") or s["workers_per_trial"],
-                     "trial_id": best.get("trial_id"), "variant": variant_of(best), "iterations": run.train.iterations}
+            run = budget_run_config(make_run_config({"train.seed": seed}, base=base), s["final_budget"],
+                                    s["validations"])
+            entry = {"seed": seed, "status": "running", "workers": workers, "trial_id": best.get("trial_id"),
+                     "variant": variant_of(best), "budget": s["final_budget"],
+                     "iterations": run.train.budget(self.plan["n_train"], workers)}
             self.final.append(entry)
             name = f"{s['experiment']}-final-s{seed}"
             if s.get("backbones_final"):
                 name += f"-{best.get('trial_id')}"
-            trainer = make_trainer(run, name, s, callbacks=[], export=True, workers=entry["workers"])
             try:
-                result = trainer.fit()
+                metrics, checkpoint = run_final(run, name, s, workers)
             except Exception as exc:  # retries exhausted
                 entry.update(status="error", error=str(exc).splitlines()[0][:500])
                 continue
-            entry.update(status="done", metrics=dict(result.metrics or {}),
-                         checkpoint=result.checkpoint.path if result.checkpoint else None,
-                         filesystem=type(result.checkpoint.filesystem).__name__ if result.checkpoint else None)
+            entry.update(status="done", metrics=metrics, checkpoint=checkpoint.path if checkpoint else None,
+                         filesystem=type(checkpoint.filesystem).__name__ if checkpoint else None)
 
     def _study_summary(self) -> dict[str, Any] | None:
         storage = _optuna_storage(self.settings["storage"], self.settings["experiment"])

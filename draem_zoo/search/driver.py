@@ -26,7 +26,9 @@ from ..__about__ import __version__
 from ..data.mvtec import scan_category, select_categories
 from ..errors import DraemZooError
 from ..pipeline.runconfig import make_run_config
+from ..train.budget import parse_budget
 from . import results
+from .plan import make_plan
 from .space import check_space, load_space
 
 
@@ -37,8 +39,8 @@ class SearchOptions:
     categories: str = "all"
     space: str = "search_spaces/default.py"
     trials: int = 16
-    budget: int | None = None
-    final_budget: int | None = None
+    budget: str | int | None = None  # iterations (20000, "20000 iterations") or epochs ("100 epochs")
+    final_budget: str | int | None = None  # the same; 0 = the paper's 700 epochs
     address: str | None = None
     storage: str | None = None
     gpus_per_trial: float = 0.0
@@ -52,7 +54,7 @@ class SearchOptions:
     sampler: str | None = None
     seed: int = 0
     retries: int = 2
-    validations: int = 8
+    validations: int = 5
     reduction_factor: int = 2
     grace_validations: int = 2
     max_concurrent: int | None = None
@@ -61,6 +63,8 @@ class SearchOptions:
     progress: bool = True
     poll_seconds: float = 5.0
     crash_at_iteration: int | None = None  # fault injection (tests): first attempt of each run
+    plan: bool = False  # print what the search costs and stop (no Ray, no training)
+    throughput: float | None = None  # one accelerator's training images/s, for the plan's hours
 
 
 def _check_storage(storage: str) -> str:
@@ -89,18 +93,26 @@ def _check_storage(storage: str) -> str:
 
 
 def preflight(opts: SearchOptions) -> dict[str, Any]:
-    """All the checks that need no cluster; returns what the search needs."""
+    """All the checks that need no cluster; returns what the search (or its plan) needs."""
     out = Path(opts.out).expanduser().resolve()
     meta_path = out / "search.json"
-    if meta_path.exists() and not opts.resume:
-        raise DraemZooError(f"{out}: already holds a search; pass --resume to continue it, or choose another --out")
-    if opts.resume and not meta_path.exists():
-        raise DraemZooError(f"{out}: no search to resume (no search.json); run without --resume")
+    if not opts.plan:
+        if meta_path.exists() and not opts.resume:
+            raise DraemZooError(f"{out}: already holds a search; pass --resume to continue it, or choose another --out")
+        if opts.resume and not meta_path.exists():
+            raise DraemZooError(f"{out}: no search to resume (no search.json); run without --resume")
+    if opts.trials < 1:
+        raise DraemZooError(f"--trials {opts.trials}: a search needs at least one trial per category")
+    if opts.validations < 1:
+        raise DraemZooError(f"--validations {opts.validations}: each run needs at least one validation")
     space = load_space(opts.space)
-    budget = opts.budget or space.budget
-    if not budget:
-        raise DraemZooError(f"{opts.space}: no budget; pass --budget ITERS or set BUDGET in the space file")
-    final_budget = opts.final_budget if opts.final_budget is not None else (space.final_budget or 0)
+    budget = (parse_budget(opts.budget, "--budget") if opts.budget is not None
+              else parse_budget(space.budget, f"{opts.space}: BUDGET ="))
+    if budget is None:
+        raise DraemZooError(f"{opts.space}: no budget; pass --budget (iterations, e.g. 20000, or epochs, e.g. "
+                            "'100 epochs') or set BUDGET in the space file")
+    final_budget = (parse_budget(opts.final_budget, "--final-budget") if opts.final_budget is not None
+                    else parse_budget(space.final_budget or 0, f"{opts.space}: FINAL_BUDGET ="))
     data = str(Path(opts.data).expanduser().resolve())
     wanted = select_categories(data, opts.categories, "search")
     base = make_run_config([f"data.root={data}", *opts.sets])
@@ -111,12 +123,19 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
         if not files.val:
             raise DraemZooError(f"{data}/{c}/train/good: too few images for a validation split; the search "
                                 "selects on validation data, so it needs at least 2 training images")
-    check_space(space, base)
+    sizes: dict[str, dict[str, int]] = {}
+    draws = check_space(space, base, sizes=sizes)
     if opts.lr_scaling not in ("none", "linear", "sqrt"):
         raise DraemZooError(f"--lr-scaling {opts.lr_scaling}: use none, linear or sqrt")
-    storage = _check_storage(opts.storage or str(out / "ray"))
-    return {"out": out, "space": space, "budget": int(budget), "final_budget": int(final_budget),
-            "categories": wanted, "base": base, "storage": storage, "n_train": n_train}
+    storage = None if opts.plan else _check_storage(opts.storage or str(out / "ray"))
+    return {"out": out, "space": space, "budget": budget, "final_budget": final_budget,
+            "categories": wanted, "base": base, "storage": storage, "n_train": n_train, "draws": draws,
+            "model_sizes": sizes}
+
+
+def plan_search(opts: SearchOptions) -> dict[str, Any]:
+    """``--plan``: the cost of the search, in seconds, without Ray."""
+    return make_plan(preflight(opts), opts)
 
 
 def _start_ray(opts: SearchOptions) -> bool:
@@ -179,6 +198,8 @@ def _copy_best(final: list[dict[str, Any]], dest: Path) -> dict[str, Any] | None
 
 
 def run_search(opts: SearchOptions) -> dict[str, Any]:
+    if opts.plan:
+        return plan_search(opts)
     pre = preflight(opts)
     out: Path = pre["out"]
     out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +212,8 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     else:
         meta = {"search_id": f"{out.name}-{uuid.uuid4().hex[:8]}", "created": time.time(), "version": __version__,
                 "space": str(opts.space), "space_sha256": hashlib.sha256(pre["space"].source().encode()).hexdigest(),
-                "options": dataclasses.asdict(opts), "budget": pre["budget"], "final_budget": pre["final_budget"],
+                "options": dataclasses.asdict(opts), "budget": str(pre["budget"]),
+                "final_budget": str(pre["final_budget"]),
                 "categories": pre["categories"], "storage": pre["storage"], "base": pre["base"].to_dict()}
         results.write_json(meta_path, meta)
     started_ray = _start_ray(opts)
@@ -202,7 +224,8 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
         from .category import CategorySearch  # imports Ray Tune: only once Ray runs
 
         settings = {"search_id": meta["search_id"], "storage": pre["storage"], "trials": opts.trials,
-                    "budget": pre["budget"], "final_budget": pre["final_budget"], "validations": opts.validations,
+                    "budget": str(pre["budget"]), "final_budget": str(pre["final_budget"]),
+                    "validations": opts.validations,
                     "workers_per_trial": opts.workers_per_trial, "gpus_per_trial": opts.gpus_per_trial,
                     "cpus_per_worker": opts.cpus_per_worker, "final_workers": opts.final_workers,
                     "final_seeds": opts.final_seeds, "backbones_final": opts.backbones_final,
@@ -215,11 +238,13 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
         space_copy = out / "space.py"
         if not opts.resume:
             space_copy.write_text(pre["space"].source())
-        actors = {c: CategorySearch.remote(c, str(space_copy), pre["base"].to_dict(), settings)
+        plan = make_plan(pre, opts)  # per category: trial iterations (ASHA's max_t), cadence, final
+        results.write_json(out / "plan.json", plan)
+        actors = {c: CategorySearch.remote(c, str(space_copy), pre["base"].to_dict(), settings, plan["categories"][c])
                   for c in pre["categories"]}
         pending = {actors[c].run.remote(opts.resume): c for c in pre["categories"]}
         summaries: dict[str, dict] = {}
-        last_print = ""
+        log = results.ProgressLog(sys.stderr) if opts.progress else None
         while pending:
             done, _ = ray.wait(list(pending), timeout=opts.poll_seconds, num_returns=1)
             for ref in done:
@@ -237,11 +262,8 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
             status = {"search_id": meta["search_id"], "state": "running" if pending else "done",
                       "updated": time.time(), "trials_per_category": opts.trials, "categories": snapshots}
             results.write_json(out / "status.json", status)
-            if opts.progress:
-                text = results.format_status(status)
-                if text.split("\n", 1)[1] != last_print:
-                    print(text, file=sys.stderr, flush=True)
-                    last_print = text.split("\n", 1)[1]
+            if log:
+                log.show(status)
         tables = results.write_tables(out)
         return {"results": str(out), "search_id": meta["search_id"], "tables": {k: str(v) for k, v in tables.items()},
                 "categories": {c: {"best_trial": (s.get("best_trial") or {}).get("trial_id"),
@@ -249,5 +271,10 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
                                    "model_dir": str(out / c / "best") if (out / c / "best").is_dir() else None}
                                for c, s in summaries.items()}}
     finally:
-        if started_ray:
-            ray.shutdown()
+        from .cleanup import sweep_workdirs
+
+        try:  # what killed runs left on the nodes' local disks: nothing of the search stays there
+            sweep_workdirs(meta["search_id"])
+        finally:
+            if started_ray:
+                ray.shutdown()

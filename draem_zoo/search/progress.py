@@ -13,6 +13,8 @@ from typing import Any
 
 from ray import tune
 
+from .cleanup import drop_trial_checkpoints, sweep_workdirs
+
 _TABLES: dict[str, dict[str, dict[str, Any]]] = {}
 _LOCK = threading.Lock()
 
@@ -29,10 +31,20 @@ def snapshot(experiment: str) -> list[dict[str, Any]]:
 
 
 class ProgressCallback(tune.Callback):
-    """Feeds ``draem-zoo status``: trial states, iterations and validation scores."""
+    """Feeds ``draem-zoo status``: trial states, iterations and validation scores; and when a trial
+    ends (finished, stopped by ASHA, failed for good), removes what it leaves: its heavy
+    checkpoints in storage and its work directories on the nodes (:mod:`.cleanup`)."""
 
-    def __init__(self, experiment: str, metric: str):
-        self.experiment, self.metric = experiment, metric
+    def __init__(self, experiment: str, metric: str, cleanup: bool = True):
+        self.experiment, self.metric, self.cleanup = experiment, metric, cleanup
+
+    def _clean(self, trial) -> None:
+        if not self.cleanup:
+            return
+        name = f"{self.experiment}-{trial.trial_id}"  # the run's name (its Train run, its work directory)
+        st = trial.storage
+        drop_trial_checkpoints(st.storage_filesystem, [st.trial_fs_path, f"{st.storage_fs_path}/{name}"])
+        sweep_workdirs(name, timeout=30)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         update(self.experiment, trial.trial_id, status="RUNNING", params=dict(trial.config), started=time.time())
@@ -46,6 +58,8 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         update(self.experiment, trial.trial_id, status="TERMINATED", finished=time.time())
+        self._clean(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         update(self.experiment, trial.trial_id, status="ERROR", finished=time.time())
+        self._clean(trial)

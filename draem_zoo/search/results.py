@@ -162,7 +162,7 @@ def backbones(out: Path) -> list[dict[str, Any]]:
         if cur is None or r["best_val_score"] > cur["best_val_score"]:
             per[variant_of(r)][r["category"]] = r
     for variant, cats in sorted(per.items()):
-        per_cat = {c: {**{k: (r.get("test") or {}).get(k) for k in (*HEADLINE, "images_per_s")},
+        per_cat = {c: {**{k: None for k in HEADLINE}, "images_per_s": r.get("images_per_s"),
                        "val_score": r["best_val_score"], "iteration": r.get("iteration"),
                        "train_seconds": r.get("train_seconds"), "params": r.get("params_count"),
                        "stopped_early": bool(r.get("stopped_early"))} for c, r in cats.items()}
@@ -180,6 +180,8 @@ def _row(variant: str, basis: str, per_cat: dict[str, dict[str, Any]]) -> dict[s
         row[f"test_{k}"] = _mean([v[k] for v in per_cat.values()])
         for c, v in sorted(per_cat.items()):
             row[f"{c}:{k}"] = v[k]
+    for c, v in sorted(per_cat.items()):
+        row[f"{c}:val_score"] = v["val_score"]
     row["infer_images_per_s"] = _mean([v["images_per_s"] for v in per_cat.values()])
     row["params"] = next((v["params"] for v in per_cat.values() if v.get("params")), None)
     secs = [v["train_seconds"] for v in per_cat.values() if v.get("train_seconds") and v.get("iteration")]
@@ -200,9 +202,10 @@ def basis_text(rows: list[dict[str, Any]]) -> tuple[str, str]:
                 "evaluated on the test split: all backbones on the same footing.")
     return (f"search trials (up to {its:.0f} iterations), not the final models",
             "Each backbone's best search trial by validation score, at the search-trial budget: these are NOT "
-            "the final models (the leaderboard's numbers come from the full-budget retraining of the winner "
-            "only). Trials stopped early by ASHA have no test metrics (n/a). Run the search with "
-            "--backbones-final to compare every backbone at the final budget.")
+            "the final models (the leaderboard's numbers come from the final retraining of the winner "
+            "only). Search trials are never evaluated on the test split, so the test columns are n/a and the "
+            "inference speed was measured on the validation set. Run the search with --backbones-final to "
+            "compare every backbone's final model on test.")
 
 
 def asha_savings(out: Path) -> dict[str, Any]:
@@ -279,20 +282,24 @@ def plot_backbones(rows: list[dict[str, Any]], path: Path, title: str = "", cats
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=120, gridspec_kw={"width_ratios": [1, 1.15]})
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    tested = any(r.get("test_image_auroc") is not None for r in rows)
+    # search trials are never tested: without finals, accuracy is the validation score
+    key, scale, ylabel = ("image_auroc", 100, "test image AUROC (%)") if tested else \
+        ("val_score", 1, "validation score (search trials are never tested)")
     drawn = 0
     for i, r in enumerate(rows):
-        y, x = r.get("test_image_auroc"), r.get("infer_images_per_s")
+        y, x = r.get("test_image_auroc" if tested else "val_score"), r.get("infer_images_per_s")
         if y is None or not x:
             continue
         drawn += 1
         c = colors[i % len(colors)]
-        ax.scatter([x], [100 * y], s=80, color=c, zorder=3)
+        ax.scatter([x], [scale * y], s=80, color=c, zorder=3)
         for cat in cats or []:  # each category, small and faint
-            v = r.get(f"{cat}:image_auroc")
+            v = r.get(f"{cat}:{key}")
             if v is not None:
-                ax.scatter([x], [100 * v], s=14, color=c, alpha=0.35, zorder=2)
+                ax.scatter([x], [scale * v], s=14, color=c, alpha=0.35, zorder=2)
         size = f" ({r['params'] / 1e6:.1f} M params)" if r.get("params") else ""
-        ax.annotate(r["backbone"] + size, (x, 100 * y), textcoords="offset points", xytext=(6, 5), fontsize=8)
+        ax.annotate(r["backbone"] + size, (x, scale * y), textcoords="offset points", xytext=(6, 5), fontsize=8)
     if drawn:
         from matplotlib.ticker import ScalarFormatter
 
@@ -303,16 +310,28 @@ def plot_backbones(rows: list[dict[str, Any]], path: Path, title: str = "", cats
         ax.xaxis.set_minor_formatter(ScalarFormatter())
         ax.tick_params(axis="x", which="minor", labelsize=7)
         lo, hi = ax.get_ylim()
-        ax.set_ylim(lo - 0.05 * (hi - lo + 1), min(hi + 0.12 * (hi - lo + 1), 101.0))
+        pad = 0.01 * scale
+        ax.set_ylim(lo - 0.05 * (hi - lo + pad), min(hi + 0.12 * (hi - lo + pad), 1.01 * scale))
     else:
-        ax.text(0.5, 0.5, "no test metrics to show", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("inference speed (images/s, measured during test evaluation)")
-    ax.set_ylabel("test image AUROC (%)")
+        ax.text(0.5, 0.5, "no scores to show", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("inference speed (images/s, measured during " + ("test evaluation)" if tested else "validation)"))
+    ax.set_ylabel(ylabel)
     ax.set_title("accuracy against speed (big dot: mean, small: each category)", fontsize=10)
     ax.grid(alpha=0.3)
 
     keys = list(METRIC_NAMES)
     width = 0.8 / max(1, len(rows))
+    if not tested:  # one bar per backbone: its validation score, mean over categories
+        for i, r in enumerate(rows):
+            v = r.get("val_score")
+            bx.bar([i], [v or 0.0], 0.6, color=colors[i % len(colors)])
+            bx.annotate("n/a" if v is None else f"{v:.3f}", (i, v or 0.0), textcoords="offset points",
+                        xytext=(0, 2), ha="center", fontsize=8)
+        bx.set_xticks(range(len(rows)), [r["backbone"] for r in rows], fontsize=7, rotation=15)
+        bx.set_ylabel("validation score, mean over categories")
+        bx.set_title("validation score per backbone (retrain with --backbones-final for test metrics)", fontsize=9)
+        bx.grid(axis="y", alpha=0.3)
+        rows = []  # the test-metric bars below have nothing to show
     for i, r in enumerate(rows):
         vals = [100 * r[f"test_{k}"] if r.get(f"test_{k}") is not None else 0.0 for k in keys]
         pos = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(keys))]
@@ -321,12 +340,13 @@ def plot_backbones(rows: list[dict[str, Any]], path: Path, title: str = "", cats
             v = r.get(f"test_{k}")
             bx.annotate("n/a" if v is None else f"{100 * v:.0f}", (b.get_x() + b.get_width() / 2, b.get_height()),
                         textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
-    bx.set_xticks(range(len(keys)), [METRIC_NAMES[k] for k in keys])
-    bx.set_ylabel("test metric (%), mean over categories")
-    bx.set_ylim(0, 122)
-    bx.set_title("test metrics per backbone", fontsize=10)
-    bx.legend(fontsize=8, loc="upper center", ncol=min(3, max(1, len(rows))), frameon=False)
-    bx.grid(axis="y", alpha=0.3)
+    if rows:
+        bx.set_xticks(range(len(keys)), [METRIC_NAMES[k] for k in keys])
+        bx.set_ylabel("test metric (%), mean over categories")
+        bx.set_ylim(0, 122)
+        bx.set_title("test metrics per backbone", fontsize=10)
+        bx.legend(fontsize=8, loc="upper center", ncol=min(3, max(1, len(rows))), frameon=False)
+        bx.grid(axis="y", alpha=0.3)
     where = f"{len(cats)} categories ({', '.join(cats[:6])}{', ...' if len(cats) > 6 else ''})" if cats else ""
     fig.suptitle(f"DRAEM backbones compared: {title}\n{where}; models selected on validation, test split reported "
                  "only", fontsize=10)
@@ -360,6 +380,70 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"{r['category']:16s} {r['phase']!s:8s} {r['done']:5d} {r['running']:4d} {r['errors']:4d} "
                      f"{r['of']!s:>4s} {best:>9s}  {r['final']}")
     return "\n".join(lines)
+
+
+def status_events(before: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
+    """One line per thing that happened between two status snapshots: a trial started, reported,
+    was stopped by ASHA, finished or failed; a category's phase changed; a final run started or ended."""
+    def index(status):
+        cats = {c["category"]: c for c in (status or {}).get("categories", [])}
+        trials = {(c, t["trial_id"]): t for c, cat in cats.items() for t in cat.get("trials", [])}
+        finals = {(c, i): f for c, cat in cats.items() for i, f in enumerate(cat.get("final", []))}
+        return cats, trials, finals
+
+    (cats0, trials0, finals0), (cats1, trials1, finals1) = index(before), index(now)
+    lines = []
+    for c, cat in cats1.items():
+        if (cats0.get(c) or {}).get("phase") != cat.get("phase"):
+            lines.append(f"{c}: {cat.get('phase')}")
+    for key, t in trials1.items():
+        c, tid = key
+        old = trials0.get(key) or {}
+        it, total = t.get("iteration"), t.get("total")
+        where = f"iteration {it}/{total}" if it is not None else "no report yet"
+        if old.get("status") != t.get("status"):
+            if t.get("status") == "RUNNING":
+                lines.append(f"{c} trial {tid}: started" + (f" ({where})" if it else ""))
+            elif t.get("status") == "TERMINATED":
+                done = it is not None and total is not None and it >= total
+                lines.append(f"{c} trial {tid}: {'finished' if done else 'stopped by ASHA'} at {where}, best val "
+                             f"{_fmt(t.get('best_val_score'), False)}")
+            elif t.get("status") == "ERROR":
+                lines.append(f"{c} trial {tid}: failed at {where}")
+        elif it is not None and it != old.get("iteration"):
+            lines.append(f"{c} trial {tid}: {where}, val {_fmt(t.get('val_score'), False)}, best "
+                         f"{_fmt(t.get('best_val_score'), False)}")
+    for key, f in finals1.items():
+        c, _ = key
+        if (finals0.get(key) or {}).get("status") != f.get("status"):
+            lines.append(f"{c} final seed {f.get('seed')} ({f.get('variant')}, {f.get('iterations')} iterations x "
+                         f"{f.get('workers')} workers): {f.get('status')}")
+    return lines
+
+
+class ProgressLog:
+    """Progress of a search on ``stream``: on a terminal the live table, reprinted when it changes;
+    in a log file (not a terminal) one line per event, so that a cluster-wide search of 15 categories x
+    32 trials writes kilobytes, not megabytes."""
+
+    def __init__(self, stream, tty: bool | None = None):
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self.last: dict[str, Any] | None = None
+        self.last_table = ""
+
+    def show(self, status: dict[str, Any]) -> None:
+        if self.tty:
+            text = format_status(status)
+            body = text.split("\n", 1)[1]
+            if body != self.last_table:
+                print(text, file=self.stream, flush=True)
+                self.last_table = body
+        else:
+            stamp = time.strftime("%H:%M:%S")
+            for line in status_events(self.last, status):
+                print(f"{stamp} {line}", file=self.stream, flush=True)
+        self.last = status
 
 
 def nan_to_none(x: Any) -> Any:

@@ -4,8 +4,9 @@
     MODE = "max"                # optional (default max)
     SAMPLER = "tpe"             # optional: tpe (default), random, grid
     GRID = {...}                # for SAMPLER = "grid": {param: [values]}
-    BUDGET = 2000               # optional default for --budget (iterations per trial)
-    FINAL_BUDGET = 0            # optional default for --final-budget (0 = paper budget)
+    BUDGET = "100 epochs"       # optional default for --budget: epochs of the category's training
+                                # images, shared by the DDP workers, or iterations per rank (2000)
+    FINAL_BUDGET = "700 epochs" # optional default for --final-budget (0 = the paper's 700 epochs)
     POINTS_TO_EVALUATE = [{"model.variant": "paper"}, {"model.variant": "timm-resnet18"}]
                                 # optional: the first trials of every category take these
                                 # (partial) parameters, the sampler draws the rest; e.g. every
@@ -49,8 +50,8 @@ class SearchSpace:
     mode: str = "max"
     sampler: str = "tpe"
     grid: dict[str, list] | None = None
-    budget: int | None = None
-    final_budget: int | None = None
+    budget: str | int | None = None
+    final_budget: str | int | None = None
     points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
@@ -146,13 +147,30 @@ def suggest(space: SearchSpace, trial) -> dict[str, Any]:
     return {**trial.params, **(constants or {})}
 
 
+def model_key(cfg) -> str:
+    """A model config's architecture in a few words (variant, widths, encoders)."""
+    return cfg.variant + "".join(f" {k}={getattr(cfg, k)}" for k in ("rec_width", "disc_width", "rec_encoder",
+                                                                     "disc_encoder"))
+
+
 def overrides_of(params: dict[str, Any]) -> dict[str, Any]:
     """The run-config overrides in a trial's parameters (names starting with "_" are helpers)."""
     return {k: v for k, v in params.items() if not k.startswith("_")}
 
 
-def check_space(space: SearchSpace, base, draws: int = 32, build_models: bool = True) -> list[dict[str, Any]]:
-    """Draw suggestions with a throw-away study and check each makes a valid run (and model)."""
+def model_size(model) -> dict[str, int]:
+    """Parameter count, state-dict bytes and Adam-state bytes (two float32 moments per parameter)."""
+    params = sum(p.numel() for p in model.parameters())
+    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return {"params": int(params), "state_bytes": int(state), "adam_bytes": int(2 * params * 4)}
+
+
+def check_space(space: SearchSpace, base, draws: int = 32, build_models: bool = True,
+                sizes: dict[str, dict[str, int]] | None = None) -> list[dict[str, Any]]:
+    """Draw suggestions with a throw-away study and check each makes a valid run (and model).
+
+    ``sizes``, when given, receives :func:`model_size` of every distinct model built (keyed by its
+    variant and widths), so that the search plan needs no second build."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (optuna.samplers.GridSampler(space.grid, seed=0) if space.sampler == "grid" and space.grid
                else optuna.samplers.RandomSampler(seed=0))
@@ -180,7 +198,9 @@ def check_space(space: SearchSpace, base, draws: int = 32, build_models: bool = 
         if build_models and key not in seen_models:
             seen_models.add(key)
             try:
-                build_model(dataclasses.replace(run.model, image_size=64))
+                model = build_model(dataclasses.replace(run.model, image_size=64))
+                if sizes is not None:
+                    sizes[model_key(run.model)] = model_size(model)
             except DraemZooError as exc:
                 raise DraemZooError(f"{space.path}: suggests a model that cannot be built "
                                     f"({trial.params}): {exc}") from None

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..data.images import is_image_file, read_many, read_rgb
+from ..data.cache import cached_stack
+from ..data.images import RGB_RESIZE, is_image_file, read_many, read_rgb
 from ..errors import DataError
 from .perlin import perlin_noise
 
@@ -63,16 +64,19 @@ class TextureBank:
             g = torch.Generator().manual_seed(seed)
             keep = torch.randperm(len(paths), generator=g)[:max_textures].sort().values
             paths = [paths[i] for i in keep.tolist()]
-        bar = None
-        if progress:
-            bar = tqdm(total=len(paths), desc="textures", unit="img", leave=False)
-        try:
-            imgs = read_many(paths, lambda p: read_rgb(p, size), threads=min(8, os.cpu_count() or 1),
-                             progress=bar.update if bar else None)
-        finally:
-            if bar:
-                bar.close()
-        return cls(torch.stack(imgs).to(device), f"folder:{Path(folder).expanduser().resolve()} ({len(paths)} images)")
+        threads = min(8, os.cpu_count() or 1)
+
+        def decode() -> torch.Tensor:
+            bar = tqdm(total=len(paths), desc="textures", unit="img", leave=False) if progress else None
+            try:
+                return torch.stack(read_many(paths, lambda p: read_rgb(p, size), threads=threads,
+                                             progress=bar.update if bar else None))
+            finally:
+                if bar:
+                    bar.close()
+
+        images, _ = cached_stack(paths, f"rgb:{size}:{RGB_RESIZE}", decode, threads)  # decoded once per node
+        return cls(images.to(device), f"folder:{Path(folder).expanduser().resolve()} ({len(paths)} images)")
 
     @classmethod
     def procedural(cls, count: int, size: int | tuple[int, int], device: torch.device | str = "cpu",

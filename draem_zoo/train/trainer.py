@@ -1,16 +1,17 @@
 """Training DRAEM: one optimisation step, and the loop around it (plain PyTorch, no Ray).
 
-The budget is a number of iterations, not epochs: the original's epoch is one pass over
-a category's training images, so its epochs (and its float LR milestones) differ by
-category. ``iterations = 0`` means the paper's budget, 700 epochs' worth
-(``round(700 * N / batch)`` for N training images). The learning rate drops by
-``lr_gamma`` (0.2) at 80% and 90% of the budget, a function of the iteration alone.
+The budget is ``train.iterations`` per rank, or (``iterations = 0``) ``train.paper_epochs``
+passes over the category's N training images, the paper's 700 by default: a number of samples,
+so with W DDP workers each rank runs ``round(epochs * N / (batch * W))`` iterations
+(:mod:`.budget`). The learning rate drops by ``lr_gamma`` (0.2) at 80% and 90% of the budget, a
+function of the iteration alone.
 
 The loop samples batches (with replacement, as the original) from the uint8 image cache
 on the device, synthesises anomalies there, and steps. Every ``report_every``
-iterations a metrics dict goes to the callbacks (Ray plugs in here); every
-``val_every`` iterations the validation score is computed, the best weights kept and
-the last checkpoint written atomically. Ctrl-C or a crash loses at most the work
+iterations (0: at validations only) a metrics dict goes to the callbacks (Ray plugs in
+here); ``validations`` times per run (or every ``val_every`` iterations) the validation
+score is computed, the best weights kept and the last checkpoint written atomically, so a
+run of any budget validates a bounded number of times. Ctrl-C or a crash loses at most the work
 since the last checkpoint; ``resume=True`` continues to the same final weights.
 """
 
@@ -32,6 +33,7 @@ from ..errors import ConfigError
 from ..model.draem import DraemModel
 from ..model.losses import LossConfig, LossTerms
 from ..synthesis.simulator import AnomalySynthesizer, SynthBatch, make_generator
+from .budget import Budget, every
 from .checkpoint import load_checkpoint, save_checkpoint
 from .step import ForwardLoss, run_step
 
@@ -42,6 +44,9 @@ PAPER_BATCH = 8
 class TrainConfig:
     """Optimisation (defaults: the original's Adam 1e-4, batch 8, LR x0.2 at 80% and 90%).
 
+    iterations: per rank; 0 = ``paper_epochs`` passes over the training images (700: the paper's
+    budget), shared by the DDP workers. validations: how many times a run validates and
+    checkpoints, evenly spaced (``val_every`` / ``checkpoint_every`` override the period).
     lr_scaling: scale ``lr`` with the batch size against the paper's 8 (``linear``: x batch/8,
     ``sqrt``: x sqrt(batch/8)), for large single-GPU batches; DDP's ``--lr-scaling`` multiplies in
     the number of workers on top. compile: ``torch.compile`` the model and the loss together
@@ -64,6 +69,7 @@ class TrainConfig:
     compile_backend: str = "inductor"
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     report_every: int = 25
+    validations: int = 5
     val_every: int = 0
     checkpoint_every: int = 0
     export: Literal["best", "last"] = "best"
@@ -79,14 +85,22 @@ class TrainConfig:
             if self.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
                 raise ConfigError(f"train.compile_backend={self.compile_backend!r}: not a torch.compile backend "
                                   f"here; choose one of {', '.join(torch._dynamo.list_backends(exclude_tags=()))}")
-        if self.report_every < 1 or self.val_every < 0 or self.checkpoint_every < 0:
-            raise ConfigError("train.report_every must be >= 1; train.val_every, train.checkpoint_every >= 0")
+        if self.report_every < 0 or self.val_every < 0 or self.checkpoint_every < 0 or self.validations < 1:
+            raise ConfigError("train.report_every, train.val_every, train.checkpoint_every must be >= 0 and "
+                              "train.validations >= 1")
+        if self.paper_epochs <= 0:
+            raise ConfigError(f"train.paper_epochs={self.paper_epochs}: the epoch budget must be > 0")
 
-    def budget(self, n_train: int) -> int:
-        """Iterations to run: ``iterations``, or the paper's 700 epochs for ``n_train`` images."""
-        if self.iterations:
-            return self.iterations
-        return max(1, round(self.paper_epochs * n_train / self.batch_size))
+    def as_budget(self) -> Budget:
+        return Budget(self.iterations, "iterations") if self.iterations else Budget(self.paper_epochs, "epochs")
+
+    def budget(self, n_train: int, world_size: int = 1) -> int:
+        """Iterations per rank: ``iterations``, or ``paper_epochs`` passes over ``n_train`` images
+        shared by ``world_size`` DDP workers."""
+        return self.as_budget().iterations(n_train, self.batch_size, world_size)
+
+    def val_period(self, total: int) -> int:
+        return self.val_every or every(total, self.validations)
 
     def batch_lr_scale(self) -> float:
         """``lr_scaling`` against the paper's batch of 8: linear (batch / 8), sqrt, or none."""
@@ -141,8 +155,8 @@ class Trainer:
     def __init__(self, model: DraemModel, train_images: torch.Tensor, synthesizer: AnomalySynthesizer,
                  cfg: TrainConfig, loss_cfg: LossConfig, workdir: str | Path, *,
                  validate: Callable[[DraemModel], dict] | None = None, callbacks: list[Callback] | None = None,
-                 forward: torch.nn.Module | None = None, rank: int = 0, is_main: bool = True,
-                 progress: bool = True, lr_scale: float = 1.0):
+                 forward: torch.nn.Module | None = None, rank: int = 0, world_size: int = 1,
+                 is_main: bool = True, progress: bool = True, lr_scale: float = 1.0):
         self.model = model
         self.device = next(model.parameters()).device
         self.images = train_images.to(self.device)
@@ -155,8 +169,9 @@ class Trainer:
         self.is_main = is_main
         self.rank = rank
         self.progress = progress and is_main
-        self.total = cfg.budget(len(train_images))
-        self.val_every = cfg.val_every or max(1, math.ceil(self.total / 5))
+        self.world_size = world_size
+        self.total = cfg.budget(len(train_images), world_size)
+        self.val_every = cfg.val_period(self.total)
         self.ckpt_every = cfg.checkpoint_every or self.val_every
         self.lr_scale = lr_scale * cfg.batch_lr_scale()  # DDP workers (search) x batch size (train.lr_scaling)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr * self.lr_scale)
@@ -236,7 +251,7 @@ class Trainer:
                 do_val = self.iteration % self.val_every == 0 or last
                 do_ckpt = self.iteration % self.ckpt_every == 0 or last
                 record = None
-                if self.iteration % self.cfg.report_every == 0 or do_val:
+                if do_val or (self.cfg.report_every and self.iteration % self.cfg.report_every == 0):
                     now = time.perf_counter()
                     record = {k: round(float(v) / count, 6) for k, v in sums.items()}
                     record.update(iteration=self.iteration, lr=lr, it_per_s=round(count / (now - t0), 3))
@@ -259,8 +274,14 @@ class Trainer:
         finally:
             if bar:
                 bar.close()
-        return {"iterations": self.total, "best": self.best, "seconds": round(time.perf_counter() - started, 2),
-                "history": self.history, "resumed_from": self.resumed_from}
+        return {"iterations": self.total, "world_size": self.world_size,
+                "samples": self.total * self.cfg.batch_size * self.world_size, "validations": self.validations(),
+                "best": self.best, "seconds": round(time.perf_counter() - started, 2), "history": self.history,
+                "resumed_from": self.resumed_from}
+
+    def validations(self) -> int:
+        """How many times this run validates (every ``val_every`` iterations and at the end)."""
+        return math.ceil(self.total / self.val_every)
 
     def _validate(self) -> dict[str, Any]:
         if self.validate is None:

@@ -140,3 +140,25 @@ def test_cli_help_and_config(capsys):
     assert cli.main(["config", "--variant", "timm-resnet18", "--set", "loss.focal_gamma=3"]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["model"]["disc_encoder"] == "resnet18" and cfg["loss"]["focal_gamma"] == 3.0
+
+
+def test_each_role_decodes_only_what_it_uses(root, tmp_path, monkeypatch):
+    """A final run reads every split, a search trial no test split, a DDP rank other than 0 only the
+    training images (it never validates or tests)."""
+    from draem_zoo.pipeline import workflow
+    from draem_zoo.pipeline.workflow import Distributed
+
+    seen = []
+    real = workflow.load_category
+
+    def spy(cfg, size, progress=False, splits=("train", "val", "test")):
+        seen.append(splits)
+        return real(cfg, size, progress=progress, splits=splits)
+
+    monkeypatch.setattr(workflow, "load_category", spy)
+    run = tiny_run(root, "train.iterations=2")
+    assert train_category(run, tmp_path / "final", progress=False)["test"] is not None
+    assert train_category(run, tmp_path / "trial", progress=False, evaluate_test=False)["test"] is None
+    other = train_category(run, tmp_path / "rank1", progress=False, dist=Distributed(rank=1, world_size=2))
+    assert other["rank"] == 1 and "validation" not in other
+    assert seen == [("train", "val", "test"), ("train", "val"), ("train",)]

@@ -72,15 +72,14 @@ def test_search_two_categories_with_asha(cluster, data, tmp_path):
             assert t["stopped_early"] == (t["iteration"] < 16)
             assert t["best_val_score"] is not None and t["curve"], t
             iters = [c["iteration"] for c in t["curve"]]
-            # 8 validations per trial (every 2 iterations): reports at validation points only
-            assert iters == sorted(iters) and iters[0] == 2 and all(i % 2 == 0 for i in iters)
-        finished = [t for t in trials if not t["stopped_early"]]
-        assert finished and all(t["test"]["image_auroc"] is not None for t in finished)
+            # 5 validations per trial (every ceil(16 / 5) = 4 iterations): reports at validation points only
+            assert iters == sorted(iters) and iters[0] == 4 and all(i % 4 == 0 for i in iters)
+            assert "test" not in t and not any(k.startswith("test_") for c in t["curve"] for k in c)  # finals only
         summary = json.loads((out / cat / "summary.json").read_text())
         best = summary["best_trial"]
         # both backbones got a trial (POINTS_TO_EVALUATE) and each one's best by validation was retrained
         variants = {t["variant"] for t in trials}
-        assert variants == {"paper-tiny", "timm-mobilenetv3_large_100"}
+        assert variants == {"paper-tiny", "timm-mobilenetv3_small_100"}
         finals = summary["final"]
         assert sorted(f["variant"] for f in finals) == sorted(variants)
         for f in finals:
@@ -102,7 +101,7 @@ def test_search_two_categories_with_asha(cluster, data, tmp_path):
     board = (out / "leaderboard.csv").read_text().splitlines()
     assert len(board) == 3 and board[0].startswith("category,")
     bb = (out / "backbones.csv").read_text()
-    assert "paper-tiny" in bb and "timm-mobilenetv3_large_100" in bb and ",final," in bb
+    assert "paper-tiny" in bb and "timm-mobilenetv3_small_100" in bb and ",final," in bb
     assert (out / "backbones.md").read_text().startswith("# Backbone comparison: final models")
     status = subprocess.run([sys.executable, "-m", "draem_zoo.cli", "status", str(out)], capture_output=True,
                             text=True)
@@ -146,11 +145,61 @@ def test_search_worker_crash_is_retried_from_checkpoint(cluster, data, tmp_path)
     assert (out / "weave" / "best" / "model.safetensors").is_file()
 
 
-def test_multinode_ddp_spreads_ranks_and_weights_agree(data, tmp_path):
+PAPER_BUDGET_SPACE = """
+BUDGET = 8
+FINAL_BUDGET = 0          # the paper's 700 epochs of the category
+def space(trial):
+    trial.suggest_float("loss.focal_gamma", 1.0, 3.0)
+    return {"model.variant": "paper-tiny", "model.rec_width": 4, "model.disc_width": 4, "train.batch_size": 4,
+            "eval.filter_sizes": [1, 5]}
+"""
+
+
+def test_final_at_the_paper_budget_validates_five_times_and_leaves_nothing(cluster, tmp_path):
+    """final_budget=0 is the paper's budget of the category (700 x 4 images / batch 4 = 700 iterations),
+    validated and checkpointed 5 times, not every 18 iterations; afterwards no trial keeps a heavy
+    checkpoint in storage and the nodes' work root is empty."""
+    small = make_demo_dataset(tmp_path / "data", categories=("weave",), size=32, n_train=5, n_test_good=2,
+                              n_test_defect=1)
+    (tmp_path / "paper.py").write_text(PAPER_BUDGET_SPACE)
+    out = tmp_path / "results"
+    run_search(opts(small, out, space=str(tmp_path / "paper.py"), categories="weave", trials=2, budget=None,
+                    final_budget=None, sets=[*SETS, "data.val_fraction=0.2"], max_concurrent=2))
+    summary = json.loads((out / "weave" / "summary.json").read_text())
+    (final,) = summary["final"]
+    assert final["status"] == "done" and final["iterations"] == 700 and final["budget"] == "700 epochs"
+    cfg = json.loads((out / "weave" / "best" / "config.json").read_text())
+    tr = cfg["training"]
+    assert tr["iterations"] == 700 and tr["samples"] == 2800 and tr["epochs"] == 700 and tr["validations"] == 5
+    history = json.loads((out / "weave" / "best" / "history.json").read_text())
+    assert [h["iteration"] for h in history if h.get("val_score") is not None] == [140, 280, 420, 560, 700]
+    plan = json.loads((out / "plan.json").read_text())["categories"]["weave"]
+    assert plan["final"]["iterations"] == 700 and plan["final"]["validations"] == 5
+    exp = out / "ray" / f"{json.loads((out / 'search.json').read_text())['search_id']}-weave"
+    for trial_dir in exp.glob("trial_*"):  # a finished trial keeps its tiny marker, nothing heavier
+        for ckpt in trial_dir.glob("checkpoint_*"):
+            assert (ckpt / "final.json").is_file() and not (ckpt / "checkpoints").exists(), ckpt
+    root = Path(os.environ["DRAEM_ZOO_WORKDIR"])
+    assert not list(root.iterdir()), list(root.iterdir())  # nothing of any search left on the node
+
+
+def test_multinode_ddp_spreads_ranks_and_weights_agree(tmp_path):
+    """DDP over two nodes (gloo): one rank per node, identical weights, and at the paper's budget the
+    same number of samples as one worker in half the iterations per rank."""
     from ray.cluster_utils import Cluster
 
     from draem_zoo.pipeline.runconfig import make_run_config
+    from draem_zoo.pipeline.workflow import train_category
     from draem_zoo.search.trial import make_trainer
+
+    small = make_demo_dataset(tmp_path / "data", categories=("weave",), size=32, n_train=5, n_test_good=2,
+                              n_test_defect=1)  # 4 training images + 1 for validation
+    run = make_run_config([f"data.root={small}", "data.category=weave", "model.variant=paper-tiny",
+                           "model.rec_width=4", "model.disc_width=4", "model.image_size=32",
+                           "data.val_fraction=0.2", "train.iterations=0", "train.batch_size=4",
+                           "eval.filter_sizes=1,5", "train.validations=2", "train.report_every=0"])
+    alone = train_category(run, tmp_path / "one-worker", progress=False)  # the paper's budget: 700 * 4 samples
+    assert alone["training"]["iterations"] == 700 and alone["training"]["samples"] == 2800
 
     if ray.is_initialized():
         ray.shutdown()
@@ -160,33 +209,34 @@ def test_multinode_ddp_spreads_ranks_and_weights_agree(data, tmp_path):
     try:
         ray.init(address=cl.address, log_to_driver=False)
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-        run = make_run_config([f"data.root={data}", "data.category=weave", "model.variant=paper-tiny",
-                               "model.rec_width=4", "model.disc_width=4", "model.image_size=32",
-                               "train.iterations=6", "train.batch_size=2", "train.val_every=3",
-                               "train.report_every=3", "eval.filter_sizes=1,5"])
         settings = {"storage": str(tmp_path / "storage"), "workers_per_trial": 2, "cpus_per_worker": 1.0,
                     "placement": "STRICT_SPREAD", "retries": 0}
         result = make_trainer(run, "ddp-two-nodes", settings, callbacks=[], export=True, workers=2).fit()
         assert result.error is None
-        ranks = [json.loads((tmp_path / "work" / "ddp-two-nodes" / f"rank{r}" / f"rank{r}.json").read_text())
-                 for r in (0, 1)]
+        # each rank's node and final weights, merged into the run's last checkpoint
+        ranks = [json.loads((Path(result.checkpoint.path) / f"rank{r}.json").read_text()) for r in (0, 1)]
         assert ranks[0]["node_id"] != ranks[1]["node_id"]  # one rank per node
         assert ranks[0]["last_weights_sha256"] == ranks[1]["last_weights_sha256"]  # DDP kept them identical
         cfg = json.loads((Path(result.checkpoint.path) / "config.json").read_text())
-        assert cfg["training"]["world_size"] == 2 and cfg["training"]["effective_batch_size"] == 4
+        assert cfg["training"]["world_size"] == 2 and cfg["training"]["effective_batch_size"] == 8
+        # DDP buys time, not samples: half the iterations per rank, the same 2800 samples
+        assert cfg["training"]["iterations"] == 350 and cfg["training"]["samples"] == 2800
+        assert cfg["training"]["budget"] == "700 epochs" and cfg["training"]["epochs"] == 700
     finally:
         ray.shutdown()
         cl.shutdown()
 
 
 def _durable_checkpoint(out: Path, search_id: str, trial_id: str) -> int:
-    """Iteration of the latest checkpoint the trial's Train run has persisted (0: none)."""
-    snap = out / "ray" / f"{search_id}-weave-{trial_id}" / "checkpoint_manager_snapshot.json"
-    try:
-        latest = json.loads(snap.read_text()).get("latest_checkpoint_result") or {}
-    except (OSError, ValueError):
-        return 0
-    return int((latest.get("metrics") or {}).get("iteration") or 0)
+    """Iteration of the latest checkpoint the trial has persisted in storage (0: none). A one-worker
+    trial trains in the Tune trial, so its checkpoints are in Tune's trial folder."""
+    best = 0
+    for meta in (out / "ray" / f"{search_id}-weave").glob(f"*{trial_id}*/checkpoint_*/checkpoints/last/meta.json"):
+        try:
+            best = max(best, int(json.loads(meta.read_text())["iteration"]))
+        except (OSError, ValueError, KeyError):
+            continue
+    return best
 
 
 def _durable_statuses(out: Path) -> dict[str, str]:
@@ -255,9 +305,12 @@ def test_search_resume_after_driver_sigkill(data, tmp_path):
     for tid in finished_before - kept:  # finished within Tune's last second: resumed, never retrained
         t = trials[tid]
         assert not t["resumed"] or min(c["iteration"] for c in t["curve"]) >= at_kill[tid]
-    for tid in midway:  # continued from their checkpoints, not from iteration 0
+    for tid in midway:  # continued from their checkpoints, not from iteration 0: no iteration reported twice
         t = trials[tid]
-        assert t["resumed"] and min(c["iteration"] for c in t["curve"]) > ckpt[tid] > 0, (tid, ckpt[tid], t)
+        its = [c["iteration"] for c in t["curve"]]
+        after = [c["iteration"] for c in t["curve"] if c.get("resumed")]  # the reports after the restore
+        assert t["resumed"] and ckpt[tid] > 0 and its == sorted(set(its)), (tid, ckpt[tid], t)
+        assert after and min(after) > ckpt[tid], (tid, ckpt[tid], t)
     exp = next((out / "ray").glob("*-weave"))
     trial_dirs = list(exp.glob("trial_*"))
     assert len(trial_dirs) == 4

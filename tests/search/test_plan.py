@@ -1,0 +1,148 @@
+"""``draem-zoo search --plan`` at MVTec AD's real scale: the real per-category training counts (tiny
+images), the default space, 4 DDP workers per trial; every number checked against hand arithmetic."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from draem_zoo.cli import main
+from draem_zoo.errors import DraemZooError
+from draem_zoo.search.driver import SearchOptions, plan_search
+from draem_zoo.search.plan import asha_rungs, expected_iterations
+from draem_zoo.train.budget import Budget, parse_budget
+
+MVTEC_TRAIN = {"bottle": 209, "cable": 224, "capsule": 219, "carpet": 280, "grid": 264, "hazelnut": 391,
+               "leather": 245, "metal_nut": 220, "pill": 267, "screw": 320, "tile": 230, "toothbrush": 60,
+               "transistor": 213, "wood": 247, "zipper": 240}
+# by hand: train/good minus round(10%) held out for validation (Python rounds 24.5 to 24: leather)
+N_TRAIN = {"bottle": 188, "cable": 202, "capsule": 197, "carpet": 252, "grid": 238, "hazelnut": 352, "leather": 221,
+           "metal_nut": 198, "pill": 240, "screw": 288, "tile": 207, "toothbrush": 54, "transistor": 192, "wood": 222,
+           "zipper": 216}
+# round(700 * n_train / (8 * 4)): the paper's samples shared by 4 workers of batch 8
+FINAL_ITERS = {"bottle": 4112, "cable": 4419, "capsule": 4309, "carpet": 5512, "grid": 5206, "hazelnut": 7700,
+               "leather": 4834, "metal_nut": 4331, "pill": 5250, "screw": 6300, "tile": 4528, "toothbrush": 1181,
+               "transistor": 4200, "wood": 4856, "zipper": 4725}
+
+
+@pytest.fixture(scope="module")
+def mvtec(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mvtec")
+    px = np.zeros((8, 8, 3), np.uint8)
+    for cat, n in MVTEC_TRAIN.items():
+        good = root / cat / "train" / "good"
+        good.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(px).save(good / f"{i:03d}.png")
+    return root
+
+
+def plan_opts(root, out, **kw):
+    base = dict(data=str(root), out=str(out), space="search_spaces/default.py", trials=32, workers_per_trial=4,
+                progress=False, plan=True)
+    return SearchOptions(**{**base, **kw})
+
+
+def test_plan_at_mvtec_scale_matches_hand_arithmetic(mvtec, tmp_path):
+    plan = plan_search(plan_opts(mvtec, tmp_path / "results", throughput=150.0))
+    assert not (tmp_path / "results").exists()  # a plan writes nothing
+    assert set(plan["categories"]) == set(MVTEC_TRAIN)
+    for cat, v in plan["categories"].items():
+        n, it = N_TRAIN[cat], FINAL_ITERS[cat]
+        assert v["n_train"] == n and v["n_val"] == MVTEC_TRAIN[cat] - n, cat
+        f, t = v["final"], v["trial"]
+        assert f["iterations"] == it and f["workers"] == 4 and f["samples"] == it * 32, cat
+        assert f["iterations"] == round(700 * n / 32)
+        every = -(-it // 5)  # ceil: 5 validations per run, whatever the budget
+        assert f["val_every"] == every and f["validations"] == 5 <= 10, cat
+        # trials run the paper's budget too (the schedule a trial is tuned with is the final's)
+        assert t["iterations"] == it and t["validations"] == 5
+        assert t["epochs"] == pytest.approx(700, abs=32 / n)  # whole iterations: within one of 700 epochs
+        # ASHA: grace 2 validations, reduction 2, max_t the budget: rungs at 2 and 4 validations
+        assert t["asha_rungs"] == [2 * every, 4 * every], cat
+        assert t["max_iterations"] == 32 * it
+        # half the trials pass each rung: 2e + (4e - 2e) / 2 + (it - 4e) / 4 per trial
+        assert t["expected_iterations"] == round(32 * (2 * every + every + (it - 4 * every) / 4)), cat
+        assert v["decoded_per_node"]["category_images"] == MVTEC_TRAIN[cat]
+        # accelerator-hours: (expected trial samples + final samples) / 150 images/s
+        hours = (32 * (2 * every + every + (it - 4 * every) / 4) * 32 + it * 32) / 150 / 3600
+        assert v["accelerator_hours"] == pytest.approx(hours, abs=1e-3), cat
+    bottle = plan["categories"]["bottle"]
+    assert bottle["trial"]["asha_rungs"] == [1646, 3292] and bottle["trial"]["expected_iterations"] == 85568
+    # the largest model the default space suggests is the paper's (97.4 M parameters); one upload is
+    # its last checkpoint (weights + Adam's two moments) and its best weights: ~1.56 GB
+    big = plan["model"]["largest"]
+    assert 97.0e6 < big["params"] < 97.9e6
+    assert plan["checkpoint_upload_bytes"] == 2 * big["state_bytes"] + 8 * big["params"]
+    assert 1.5e9 < plan["checkpoint_upload_bytes"] < 1.6e9
+    tot = plan["totals"]
+    assert tot["final_iterations"] == sum(FINAL_ITERS.values())
+    assert tot["trial_max_iterations"] == 32 * sum(FINAL_ITERS.values())
+    assert tot["accelerator_hours"] == pytest.approx(sum(v["accelerator_hours"] for v in plan["categories"].values()),
+                                                     abs=0.01)
+    # kept after the search: per final run its last checkpoint (with the exported model) + best/ copy
+    keep = plan["checkpoint_upload_bytes"] + 2 * big["state_bytes"]
+    assert tot["storage_bytes"] == 15 * (keep + big["state_bytes"])
+
+
+def test_plan_json_from_the_cli_in_seconds_without_ray(mvtec, tmp_path):
+    code = ("import json, sys, time; t = time.monotonic(); from draem_zoo.cli import main; "
+            f"rc = main(['search', '--data', {str(mvtec)!r}, '--out', {str(tmp_path / 'r')!r}, '--space', "
+            "'search_spaces/default.py', '--trials', '32', '--workers-per-trial', '4', '--plan', '--json']); "
+            "sys.stderr.write(json.dumps({'ray': 'ray' in sys.modules, 's': time.monotonic() - t}))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    plan = json.loads(res.stdout)
+    facts = json.loads(res.stderr.strip().splitlines()[-1])
+    assert facts["ray"] is False and facts["s"] < 120, facts  # no Ray imported, let alone started
+    for cat, it in FINAL_ITERS.items():
+        c = plan["categories"][cat]
+        assert c["n_train"] == N_TRAIN[cat] and c["final"]["iterations"] == it and c["final"]["workers"] == 4
+        assert c["final"]["validations"] <= 10 and c["trial"]["max_iterations"] == 32 * it
+    assert plan["totals"]["accelerator_hours"] is None and plan["totals"]["storage_bytes"] > 0
+
+
+def test_plan_table_for_people(mvtec, tmp_path, capsys):
+    assert main(["search", "--data", str(mvtec), "--out", str(tmp_path / "r"), "--space", "search_spaces/default.py",
+                 "--categories", "bottle,toothbrush", "--trials", "8", "--plan", "--throughput", "150"]) == 0
+    text = capsys.readouterr().out
+    assert "| bottle | 188 | 16450 (700) |" in text  # 1 worker: round(700 * 188 / 8)
+    assert "| toothbrush | 54 | 4725 (700) |" in text
+    assert "accelerator-hours" in text and "kept after the search" in text
+
+
+def test_budgets_in_one_unit():
+    assert parse_budget("100 epochs") == Budget(100.0, "epochs") == parse_budget("100ep")
+    assert parse_budget("20000") == Budget(20000, "iterations") == parse_budget(20000) == parse_budget("20000 it")
+    assert parse_budget(0) == Budget(700.0, "epochs") == parse_budget("0")
+    assert Budget(700.0, "epochs").iterations(188, 8, 4) == 4112 and Budget(700.0, "epochs").iterations(188, 8) == 16450
+    assert Budget(500, "iterations").iterations(188, 8, 4) == 500  # iterations are per rank as written
+    for bad in ("lots", "-3", "1.5", "0 epochs", True):
+        with pytest.raises(DraemZooError):
+            parse_budget(bad)
+
+
+def test_asha_rungs_and_expectation_like_ray():
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    for max_t, grace, rf in ((4112, 1646, 2), (40, 16, 2), (100, 10, 3), (20, 20, 2)):
+        ours = asha_rungs(max_t, grace, rf)
+        theirs = sorted(m for m, _ in _Bracket(grace, max_t, rf, 0)._rungs) if grace < max_t else []
+        assert ours == theirs, (max_t, grace, rf)
+    assert expected_iterations(100, 10, [20, 40], 2) == 20 + 20 / 2 + 60 / 4
+    assert expected_iterations(100, 30, [20, 40], 2) == 30 + 30 / 2 + 40 / 4  # judged at the next validation
+
+
+def test_bad_budgets_and_trial_counts_fail_before_anything(mvtec, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(DraemZooError, match="--budget"):
+        plan_search(plan_opts(mvtec, tmp_path / "r", budget="a lot"))
+    with pytest.raises(DraemZooError, match="--trials 0"):
+        plan_search(plan_opts(mvtec, tmp_path / "r", trials=0))
+    assert time.monotonic() - start < 60
