@@ -276,7 +276,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     opts = ReproduceOptions(data=args.data, out=args.out, anomaly_source=args.anomaly_source,
                             categories=args.categories, seeds=seeds, iterations=args.iterations, variant=args.variant,
                             image_size=args.image_size, device=args.device, sets=list(args.set or []),
-                            report_only=args.report_only, progress=not args.quiet,
+                            protocol=args.protocol, report_only=args.report_only, progress=not args.quiet,
                             command=shlex.join(["draem-zoo", *sys.argv[1:]]) if sys.argv[1:2] == ["reproduce"]
                             else "")
     report = run_reproduce(opts)

@@ -195,14 +195,15 @@ def _add_zoo(sub) -> None:
 def _add_reproduce(sub) -> None:
     p = sub.add_parser(
         "reproduce", help="train the paper's configuration per category and compare with the paper's tables",
-        description="For every category (and seed): train DRAEM (checkpoint and s_f selected on validation only), "
+        description="For every category (and seed, and --protocol): train DRAEM (zoo: checkpoint and s_f selected "
+        "on validation only; paper: the paper's protocol), "
         "evaluate on test, and write OUT/reproduce.md/.csv/.json: image AUROC, pixel AUROC, pixel AP and AUPRO "
         "beside the paper's Tables 1 and 2. Running the same command again keeps finished runs and resumes an "
         "interrupted one; several invocations (e.g. one per GPU with --device and --categories) can share OUT.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  draem-zoo reproduce --data mvtec --anomaly-source dtd/images --out runs/repro\n"
         "  draem-zoo reproduce --data mvtec --anomaly-source dtd/images --out runs/repro --categories bottle,grid "
-        "--seeds 0,1,2 --device cuda:1\n  draem-zoo reproduce --data data --categories magnetic_tile --anomaly-source "
+        "--seeds 0,1,2 --device cuda:1 --protocol both\n  draem-zoo reproduce --data data --categories magnetic_tile --anomaly-source "
         "dtd --out runs/mt --variant paper-tiny --image-size 128 --iterations 1800   # a CPU budget")
     p.add_argument("--data", required=True, metavar="ROOT", help="dataset root in MVTec AD layout")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (one model directory per run)")
@@ -214,6 +215,10 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--image-size", type=int, default=256, help="image size (default 256, the paper's)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other config key")
+    p.add_argument("--protocol", default="zoo", choices=("zoo", "paper", "both"),
+                   help="zoo (default): checkpoint and s_f selected on validation; paper: the paper's protocol as the "
+                   "original code runs it (all of train/good, the last weights, s_f = 21, OpenCV resize); both: each "
+                   "category both ways, side by side")
     p.add_argument("--report-only", action="store_true", help="rebuild the tables from OUT; train nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)

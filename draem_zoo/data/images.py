@@ -17,11 +17,12 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
+from .opencv_resize import resize_linear, resize_mask_like_draem
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-# how images and masks are resized (part of the decode cache's key)
-RGB_RESIZE = "pil-bilinear-antialiased"
-MASK_RESIZE = "nearest"
+# how images and masks are resized, per data.resize (part of the decode cache's key)
+RESIZE_RECIPES = {"pil": ("pil-bilinear-antialiased", "nearest"), "opencv": ("opencv-linear", "opencv-linear-255")}
+RGB_RESIZE, MASK_RESIZE = RESIZE_RECIPES["pil"]
 
 
 def is_image_file(path: Path) -> bool:
@@ -60,23 +61,29 @@ def to_rgb_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def read_rgb(path: str | Path, size: int | tuple[int, int] | None = None) -> torch.Tensor:
-    """(3, H, W) uint8 RGB; resized (bilinear, antialiased) to ``size`` when given."""
+def read_rgb(path: str | Path, size: int | tuple[int, int] | None = None, resize: str = "pil") -> torch.Tensor:
+    """(3, H, W) uint8 RGB; resized to ``size`` when given: PIL's bilinear filter (antialiased when
+    shrinking; ``resize="pil"``) or exactly as OpenCV's ``cv2.resize`` (``"opencv"``, the original code's)."""
     im = open_image(path)
     arr = to_rgb_array(im)
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
         if arr.shape[:2] != (h, w):
-            arr = np.asarray(Image.fromarray(arr).resize((w, h), Image.Resampling.BILINEAR))
+            arr = (resize_linear(arr, h, w) if resize == "opencv"
+                   else np.asarray(Image.fromarray(arr).resize((w, h), Image.Resampling.BILINEAR)))
     return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).contiguous()
 
 
-def read_mask(path: str | Path, size: int | tuple[int, int] | None = None) -> torch.Tensor:
-    """(1, H, W) bool mask: any non-zero pixel is anomalous; nearest-neighbour resize."""
+def read_mask(path: str | Path, size: int | tuple[int, int] | None = None, resize: str = "pil") -> torch.Tensor:
+    """(1, H, W) bool mask: any non-zero pixel is anomalous; nearest-neighbour resize, or (``resize=
+    "opencv"``) the original code's: bilinear, then only pixels that stay at 255 are anomalous."""
     im = open_image(path)
     arr = np.asarray(im.convert("L") if im.mode not in ("I;16", "I", "F", "1") else im)
     if arr.ndim == 3:
         arr = arr.max(axis=2)
+    if resize == "opencv" and size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+        return torch.from_numpy(resize_mask_like_draem(np.asarray(arr > 0), h, w)).unsqueeze(0)
     binary = Image.fromarray((arr > 0).astype(np.uint8) * 255)
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size

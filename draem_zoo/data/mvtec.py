@@ -20,13 +20,14 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
 from .cache import cached_stack
-from .images import MASK_RESIZE, RGB_RESIZE, image_size_of, is_image_file, read_many, read_mask, read_rgb
+from .images import RESIZE_RECIPES, image_size_of, is_image_file, read_many, read_mask, read_rgb
 
 GOOD = "good"
 
@@ -37,12 +38,15 @@ class DataConfig:
 
     val_fraction: share of train/good held out for validation (never from test/).
     split_seed: seed of that split.
+    resize: "pil" (bilinear, antialiased when shrinking; masks nearest-neighbour) or "opencv" (the
+    original DRAEM code's cv2.resize, and its masks resized bilinearly and truncated).
     """
 
     root: str | None = None
     category: str | None = None
     val_fraction: float = 0.1
     split_seed: int = 0
+    resize: Literal["pil", "opencv"] = "pil"
 
     def validate(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -205,15 +209,21 @@ def load_category(cfg: DataConfig, image_size: int, progress: bool = False,
 
         return cached_stack(paths, recipe, decode, threads)[0]
 
-    def mask(p: Path | None) -> torch.Tensor:
-        return torch.zeros(1, image_size, image_size, dtype=torch.bool) if p is None else read_mask(p, image_size)
+    how = cfg.resize
 
-    rgb_recipe, no_rgb = f"rgb:{image_size}:{RGB_RESIZE}", torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
+    def rgb(p: Path) -> torch.Tensor:
+        return read_rgb(p, image_size, how)
+
+    def mask(p: Path | None) -> torch.Tensor:
+        return torch.zeros(1, image_size, image_size, dtype=torch.bool) if p is None else read_mask(p, image_size, how)
+
+    rgb_how, mask_how = RESIZE_RECIPES[how]
+    rgb_recipe, no_rgb = f"rgb:{image_size}:{rgb_how}", torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
     try:
-        train = decoded(files.train if "train" in splits else [], lambda p: read_rgb(p, image_size), rgb_recipe, no_rgb)
-        val = decoded(files.val if "val" in splits else [], lambda p: read_rgb(p, image_size), rgb_recipe, no_rgb)
-        test = decoded(files.test if keep_test else [], lambda p: read_rgb(p, image_size), rgb_recipe, no_rgb)
-        masks = decoded(files.test_masks if keep_test else [], mask, f"mask:{image_size}:{MASK_RESIZE}",
+        train = decoded(files.train if "train" in splits else [], rgb, rgb_recipe, no_rgb)
+        val = decoded(files.val if "val" in splits else [], rgb, rgb_recipe, no_rgb)
+        test = decoded(files.test if keep_test else [], rgb, rgb_recipe, no_rgb)
+        masks = decoded(files.test_masks if keep_test else [], mask, f"mask:{image_size}:{mask_how}",
                         torch.zeros(0, 1, image_size, image_size, dtype=torch.bool))
     finally:
         if bar:

@@ -31,7 +31,12 @@ class EvalConfig:
     target_fpr: false-positive rate on validation normals that sets the image threshold.
     select_on: "validation" (default); "test" picks s_f on test images (the export says so).
     validation_families: the simulated-anomaly families of the validation set
-    (see :mod:`draem_zoo.evaluation.anomalies`); validation_seed: the seed they are drawn from.
+    (see :mod:`draem_zoo.evaluation.anomalies`); validation_seed: the seed they are drawn from;
+    validation_per_normal: anomalies of each family made on each held-out normal (more of them,
+    less noise: synthetic anomalies cost compute, not data); validation_source: the textures that
+    fill the validation anomalies: "auto" (the run's anomaly source), "procedural" (200 procedural
+    textures, seed 0) or a folder; pin it when a search varies the training source, so that every
+    trial is scored on the same validation set.
     """
 
     filter_sizes: tuple[int, ...] = (1, 5, 11, 21, 31, 41)
@@ -41,6 +46,8 @@ class EvalConfig:
     select_on: Literal["validation", "test"] = "validation"
     validation_families: tuple[str, ...] = ("draem", "faint", "small", "cutpaste", "tone", "scratch")
     validation_seed: int = 20240
+    validation_per_normal: int = 3
+    validation_source: str = "auto"
 
     def validate(self) -> None:
         if not self.filter_sizes:
@@ -52,21 +59,28 @@ class EvalConfig:
         if self.batch_size < 1:
             raise ConfigError("eval.batch_size must be >= 1")
         check_families(self.validation_families)
+        if self.validation_per_normal < 1:
+            raise ConfigError("eval.validation_per_normal must be >= 1")
 
 
 def compute_maps(model: DraemModel, images: torch.Tensor, batch_size: int = 16,
-                 progress: Callable[[int], None] | None = None) -> torch.Tensor:
-    """(N, 1, S, S) float32 anomaly maps on the CPU for (N, 3, S, S) uint8 RGB images."""
+                 progress: Callable[[int], None] | None = None, on_device: bool = False,
+                 autocast: torch.dtype | None = None) -> torch.Tensor:
+    """(N, 1, S, S) float32 anomaly maps for (N, 3, S, S) uint8 RGB images: on the CPU, or
+    (``on_device``) where the model is, for validation to score them there; ``autocast`` runs the
+    networks in that dtype (the training's bf16 on GPUs)."""
     out = []
     device = next(model.parameters()).device
     for start in range(0, len(images), batch_size):
-        chunk = images[start: start + batch_size].to(device).float().div_(255.0)
-        out.append(model.predict(chunk, filter_size=1).anomaly_map.float().cpu())
+        chunk = images[start: start + batch_size].to(device, non_blocking=True).float().div_(255.0)
+        with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            amap = model.predict(chunk, filter_size=1).anomaly_map.float()
+        out.append(amap if on_device else amap.cpu())
         if progress:
             progress(len(chunk))
     if not out:
         s = model.config.image_size
-        return torch.zeros(0, 1, s, s)
+        return torch.zeros(0, 1, s, s, device=device if on_device else "cpu")
     return torch.cat(out)
 
 

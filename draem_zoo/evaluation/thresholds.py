@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..model.scoring import image_scores
-from .metrics import image_metrics, pixel_metrics
+from . import pixelstats as px
+from .metrics import image_metrics
 from .validation import ValidationSet
 
 
@@ -33,19 +34,22 @@ def fpr_threshold(normal_scores: np.ndarray, fpr: float) -> float:
 
 
 def compute_thresholds(maps: torch.Tensor, vset: ValidationSet, filter_size: int, target_fpr: float = 0.01) -> dict:
+    """Thresholds from the validation maps (on any device: the pixel statistics are histograms made
+    there, :mod:`.pixelstats`; a pixel threshold is the lower edge of its histogram bin)."""
     y = vset.labels.numpy().astype(bool)
-    scores = image_scores(maps, filter_size).numpy()
+    with torch.no_grad():
+        scores = image_scores(maps, filter_size).float().cpu().numpy()
+        hist = px.histograms(maps, vset.masks).sum(0).cpu().numpy()  # (2, BINS)
     fam = np.array(vset.family)
-    normal_px = maps.numpy()[:, 0][~vset.masks.numpy()[:, 0]]
     out = {
         "filter_size": filter_size,
         "target_fpr": target_fpr,
         "image_threshold": fpr_threshold(scores[fam == "normal"], target_fpr),
         "image_threshold_rule": f"flags at most {target_fpr:.0%} of the validation normals",
         "image_threshold_f1": image_metrics(y, scores)["f1_threshold"],
-        "pixel_threshold": pixel_metrics(vset.masks.numpy()[:, 0], maps.numpy()[:, 0])["f1_threshold"],
+        "pixel_threshold": px.f1_max(hist)[1],
         "pixel_threshold_rule": "F1-max over the synthetic validation pixels",
-        "pixel_threshold_fpr": float(np.quantile(normal_px, 1 - target_fpr)) if normal_px.size else None,
+        "pixel_threshold_fpr": px.fpr_threshold(hist[0], target_fpr),
         "n_validation_normals": int((fam == "normal").sum()),
     }
     n = out["n_validation_normals"]

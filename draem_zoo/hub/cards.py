@@ -119,6 +119,18 @@ def describe_selection(cfg: dict) -> str:
     text = (f"Validation: {val.get('n_normal')} held-out normal training images and simulated anomalies on them "
             f"({fams}; easy to hard); score (image AUROC + pixel AP) / 2 averaged over the families, by s_f: "
             f"{sizes}.")
+    se = val.get("val_score_se")
+    if se is not None:
+        text += f" Standard error of the score (bootstrap over the normals): {se:.4f}."
+    choice = sel.get("filter_size_choice") or {}
+    if choice.get("candidate") not in (None, choice.get("baseline")) and choice.get("low") is not None:
+        text += (f" s_f = {choice['candidate']} scored {choice['gain']:+.4f} against {choice['baseline']} (paired "
+                 f"bootstrap 90% interval [{choice['low']:+.4f}, {choice['high']:+.4f}]): "
+                 + (f"beyond the noise, so s_f moved to {choice['candidate']}." if choice.get("moved")
+                    else f"within the noise, so s_f stayed at the paper's {choice['baseline']}."))
+    fp = sel.get("validation_fingerprint")
+    if fp:
+        text += f" Validation set fingerprint: `{fp[:16]}`."
     tie = sel.get("filter_size_tie")
     if tie:
         text += (f" Sizes {', '.join(map(str, tie))} scored exactly the same, so s_f = {cfg['score']['filter_size']} "

@@ -20,12 +20,14 @@ from tqdm import tqdm
 from ..config import to_dict, validate_all
 from ..data.mvtec import load_category
 from ..errors import DraemZooError
+from ..evaluation.bootstrap import beats
 from ..evaluation.evaluate import compute_maps, score_maps
 from ..evaluation.thresholds import compute_thresholds
-from ..evaluation.validation import make_validation_set, validation_metrics
+from ..evaluation.validation import make_validation_set, reference_synthesis, validation_metrics
 from ..model.draem import DraemModel, build_model
 from ..model.modeldir import parameters_digest, save_model_dir
 from ..model.scoring import ScoreConfig
+from ..synthesis.config import SynthesisConfig
 from ..synthesis.simulator import AnomalySynthesizer, load_textures, make_generator
 from ..train.checkpoint import load_checkpoint
 from ..train.trainer import Trainer, resolve_device
@@ -73,8 +75,13 @@ def _check_resume(out: Path, run: RunConfig, resume: bool) -> None:
 
 def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
                    callbacks: list[Callable[[dict], None]] | None = None,
-                   dist: Distributed | None = None, evaluate_test: bool = True) -> dict[str, Any]:
-    """Train one model on one category and write its model directory to ``out_dir``."""
+                   dist: Distributed | None = None, evaluate_test: bool = True,
+                   analyze_test: bool = False) -> dict[str, Any]:
+    """Train one model on one category and write its model directory to ``out_dir``.
+
+    ``analyze_test`` (``draem-zoo reproduce``'s analysis of selection; never a search's) also scores the
+    test split's image AUROC at every s_f at each validation, into the history's ``analysis``:
+    selection never reads it."""
     validate_all(run)
     dist = dist or Distributed()
     out = Path(out_dir)
@@ -96,19 +103,25 @@ def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, pr
     forward: torch.nn.Module = model
     if dist.wrap is not None:
         forward = dist.wrap(model)
-    vset = make_validation_set(data.val, run.synthesis, textures, run.eval.validation_seed,
-                               run.eval.validation_families)  # empty on DDP ranks other than 0
+    vset = reference_validation_set(run, data, textures)  # empty on DDP ranks other than 0
+    autocast = torch.bfloat16 if device.type == "cuda" and run.train.bf16 else None
 
     def validate(m: DraemModel) -> dict:
         if len(vset) == 0:
             return {}
-        return validation_metrics(compute_maps(m, vset.images, run.eval.batch_size), vset, run.eval.filter_sizes)
+        maps = compute_maps(m, vset.images, run.eval.batch_size, on_device=True, autocast=autocast)
+        result = validation_metrics(maps, vset, run.eval.filter_sizes)
+        if analyze_test and len(data.test):
+            result["analysis"] = test_analysis(m, run, data, autocast)
+        return result
 
     synth = AnomalySynthesizer(run.synthesis, textures, make_generator(run.train.seed, dist.rank, device),
                                compile=run.train.compile)  # compiles only the dense (GPU) path
     trainer = Trainer(model, data.train, synth, run.train, run.loss, out, validate=validate if dist.is_main else None,
                       callbacks=callbacks, forward=forward if forward is not model else None, rank=dist.rank,
-                      world_size=dist.world_size, is_main=dist.is_main, progress=progress, lr_scale=dist.lr_scale)
+                      world_size=dist.world_size, is_main=dist.is_main, progress=progress, lr_scale=dist.lr_scale,
+                      better=lambda new, best: beats(new.get("replicates"), best.get("replicates"), new["val_score"],
+                                                     best["val_score"]))
     fit = trainer.fit(resume=resume)
     digest = parameters_digest(model)  # the last weights; DDP ranks must agree
     if not dist.is_main:
@@ -123,7 +136,7 @@ def finish(model: DraemModel, run: RunConfig, data, vset, fit: dict, out: Path, 
            dist: Distributed, progress: bool, evaluate_test: bool) -> dict[str, Any]:
     """After training: the weights, s_f on validation, test metrics, thresholds, the model directory."""
     exported = choose_weights(model, run, fit, out)
-    val, val_maps = validate_final(model, run, vset)
+    val, val_maps = validate_final(model, run, vset, trainer.autocast)
     filter_size = val["val_filter_size"] if val else ScoreConfig().filter_size
     test = None
     if evaluate_test and len(data.test) > 0:
@@ -161,16 +174,57 @@ def choose_weights(model: DraemModel, run: RunConfig, fit: dict, out: Path) -> s
     return "last"
 
 
-def validate_final(model: DraemModel, run: RunConfig, vset) -> tuple[dict | None, torch.Tensor | None]:
+def validation_textures(run: RunConfig) -> SynthesisConfig:
+    """Where the validation anomalies take their textures from (``eval.validation_source``)."""
+    src = run.eval.validation_source
+    if src == "auto":
+        return reference_synthesis(run.synthesis)
+    return SynthesisConfig() if src == "procedural" else SynthesisConfig(anomaly_source=src)
+
+
+def validation_recipe(run: RunConfig) -> dict[str, Any]:
+    """Everything the validation set of ``run`` depends on: runs whose recipes differ are scored on
+    different validation sets and must not be ranked against each other."""
+    e = run.eval
+    return {"data": {k: getattr(run.data, k) for k in ("root", "category", "val_fraction", "split_seed")},
+            "image_size": run.model.image_size,
+            "textures": {k: getattr(validation_textures(run), k)
+                         for k in ("anomaly_source", "max_textures", "procedural_textures", "procedural_seed")},
+            "families": list(e.validation_families), "seed": e.validation_seed, "per_normal": e.validation_per_normal}
+
+
+def reference_validation_set(run: RunConfig, data, textures):
+    """The category's validation set at this size: made with the paper's simulator settings and a
+    fixed seed whatever the run searches, so every trial of a category is scored on the same set."""
+    ref = validation_textures(run)
+    same = all(getattr(ref, k) == getattr(run.synthesis, k)
+               for k in ("anomaly_source", "max_textures", "procedural_textures", "procedural_seed"))
+    bank = textures if same or not len(data.val) else load_textures(ref, run.model.image_size, "cpu")
+    return make_validation_set(data.val, ref, bank, run.eval.validation_seed, run.eval.validation_families,
+                               run.eval.validation_per_normal)
+
+
+def validate_final(model: DraemModel, run: RunConfig, vset,
+                   autocast: torch.dtype | None = None) -> tuple[dict | None, torch.Tensor | None]:
     """The exported weights' validation metrics (the score at every s_f, the chosen s_f) and maps."""
     if not len(vset):
         return None, None
     t0 = time.perf_counter()
-    maps = compute_maps(model, vset.images, run.eval.batch_size)
-    seconds = time.perf_counter() - t0
+    maps = compute_maps(model, vset.images, run.eval.batch_size, on_device=True, autocast=autocast)
     val = validation_metrics(maps, vset, run.eval.filter_sizes)
+    seconds = time.perf_counter() - t0  # the whole validation: inference and metrics
     val["inference_images_per_s"] = round(len(vset) / max(seconds, 1e-9), 3)  # a speed without the test split
+    val["seconds"] = round(seconds, 3)
+    val.pop("replicates", None)
     return val, maps
+
+
+def test_analysis(model: DraemModel, run: RunConfig, data, autocast: torch.dtype | None) -> dict[str, Any]:
+    """The test image AUROC at every s_f of the model now (for the analysis of selection only)."""
+    maps = compute_maps(model, data.test, run.eval.batch_size, on_device=True, autocast=autocast)
+    sizes = run.eval.filter_sizes
+    by = score_maps(maps.float().cpu(), data.test_labels, None, sizes, sizes[0], pixel=False)["by_filter_size"]
+    return {"test_image_auroc_by_filter_size": {s: m["image_auroc"] for s, m in by.items()}}
 
 
 def test_maps_of(model: DraemModel, run: RunConfig, data, progress: bool) -> tuple[torch.Tensor, float]:
@@ -205,8 +259,14 @@ def selection_record(run: RunConfig, vset, val: dict | None, filter_size: int, e
     """How the exported weights and s_f were chosen, for config.json."""
     selection = {"split": run.eval.select_on if len(vset) or run.eval.select_on == "test" else "none",
                  "filter_size": filter_size, "weights": exported, "best_iteration": fit["best"].get("iteration")}
+    if val:
+        selection["validation_fingerprint"] = val["val_fingerprint"]
     if val and run.eval.select_on == "validation":
-        # a tie (equal scores to the last digit) went to the size nearest the paper's 21: say so
+        # s_f stays 21 unless another size is better beyond the validation set's noise: say how sure
+        selection["filter_size_choice"] = val["val_filter_size_choice"]
+        selection["validation_score_se"] = val["val_score_se"]
+        selection["family_preferred_filter_size"] = {f: m["preferred_filter_size"]
+                                                     for f, m in val["families"].items()}
         selection["filter_size_tie"] = val["val_filter_size_tie"]
         selection["validation_saturation"] = val["val_saturation"]
         selection["validation_score_by_filter_size"] = val["val_score_by_filter_size"]

@@ -61,6 +61,20 @@ def _optuna_storage(storage: str, experiment: str):
     return optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.sqlite3'}")
 
 
+def choose_trial(scored: list[dict[str, Any]], mode: str = "max") -> dict[str, Any]:
+    """The best trial by validation; trials within one standard error of the top score are tied,
+    and a tie goes to the cheaper model (fewer parameters), then the higher score."""
+    sign = 1 if mode == "max" else -1
+    top = max(scored, key=lambda t: sign * t["best_val_score"])
+    se = top.get("val_score_se") or 0.0
+    tied = [t for t in scored if sign * (top["best_val_score"] - t["best_val_score"]) <= se]
+    best = min(tied, key=lambda t: (t.get("params_count") or float("inf"), -sign * t["best_val_score"]))
+    return dict(best, selection={"rule": "best validation score; within one standard error of the top "
+                                         "(bootstrap over the validation normals) the cheaper model",
+                                 "top_trial": top["trial_id"], "top_score": top["best_val_score"],
+                                 "standard_error": se, "tied": [t["trial_id"] for t in tied]})
+
+
 # the search driver of a category waits on Tune; it holds no CPU, so that trials never wait on it
 @ray.remote(num_cpus=0, max_concurrency=4)
 class CategorySearch:
@@ -125,14 +139,21 @@ class CategorySearch:
             errors = [t["error"] for t in trials if t.get("error")]
             return {"category": self.category, "trials": trials, "best_trial": None, "final": [],
                     "error": "no trial produced a validation score" + (f": {errors[0]}" if errors else "")}
-        sign = 1 if self.space.mode == "max" else -1
-        best = max(scored, key=lambda t: sign * t["best_val_score"])
+        prints = {t["val_fingerprint"] for t in scored if t.get("val_fingerprint")}
+        if len(prints) > 1:
+            self.phase = "failed"
+            return {"category": self.category, "trials": trials, "best_trial": None, "final": [],
+                    "error": f"trials were validated on {len(prints)} different validation sets "
+                             f"({', '.join(sorted(p[:12] for p in prints))}): their scores are not comparable, so "
+                             "none is ranked; pin eval.validation_source and the image size"}
+        best = choose_trial(scored, self.space.mode)
         self.phase = "final"
         finalists = [best]
         if self.settings.get("backbones_final"):
             # every backbone's best trial is retrained at the final budget, so that the backbone
             # comparison is made on the same footing; the export is the best of them on validation
-            per: dict[str, dict[str, Any]] = {}
+            sign = 1 if self.space.mode == "max" else -1
+            per: dict[str, dict[str, Any]] = {variant_of(best): best}
             for t in sorted(scored, key=lambda t: -sign * t["best_val_score"]):
                 per.setdefault(variant_of(t), t)
             finalists = list(per.values())
@@ -168,6 +189,7 @@ class CategorySearch:
             "resumed": bool(m.get("resumed")), "category": m.get("category"),
             "train_seconds": m.get("train_seconds"), "params_count": m.get("params"),
             "images_per_s": m.get("images_per_s"),  # inference, measured on the validation set
+            "val_score_se": m.get("val_score_se"), "val_fingerprint": m.get("val_fingerprint"),
             "curve": curve, "path": result.path,
         }
 

@@ -26,10 +26,11 @@ from ..__about__ import __version__
 from ..data.mvtec import scan_category, select_categories
 from ..errors import DraemZooError
 from ..pipeline.runconfig import make_run_config
+from ..pipeline.workflow import validation_recipe
 from ..train.budget import parse_budget
 from . import results
 from .plan import make_plan
-from .space import check_space, load_space
+from .space import check_space, load_space, overrides_of
 
 
 @dataclasses.dataclass
@@ -125,12 +126,28 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
                                 "selects on validation data, so it needs at least 2 training images")
     sizes: dict[str, dict[str, int]] = {}
     draws = check_space(space, base, sizes=sizes)
+    _check_selection(space, base, draws)
     if opts.lr_scaling not in ("none", "linear", "sqrt"):
         raise DraemZooError(f"--lr-scaling {opts.lr_scaling}: use none, linear or sqrt")
     storage = None if opts.plan else _check_storage(opts.storage or str(out / "ray"))
     return {"out": out, "space": space, "budget": budget, "final_budget": final_budget,
             "categories": wanted, "base": base, "storage": storage, "n_train": n_train, "draws": draws,
             "model_sizes": sizes}
+
+
+def _check_selection(space, base, draws: list[dict[str, Any]]) -> None:
+    """Trials are compared on validation only, and on one validation set per category."""
+    runs = [make_run_config(overrides_of(d), base=base) for d in draws] or [base]
+    if any(r.eval.select_on == "test" for r in runs):
+        raise DraemZooError("eval.select_on=test: a search selects on validation data only (set by --set or the "
+                            "space); selecting on test is for a single `draem-zoo train`, whose export says so")
+    recipes = {json.dumps(validation_recipe(r), sort_keys=True, default=str) for r in runs}
+    if len(recipes) > 1:
+        keys = sorted({k for a in recipes for b in recipes for k in json.loads(a)
+                       if json.loads(a)[k] != json.loads(b)[k]})
+        raise DraemZooError(f"{space.path}: its suggestions change the validation set ({', '.join(keys)}): trials "
+                            "scored on different validation sets cannot be ranked; pin eval.validation_source (and "
+                            "the image size and eval.validation_*) in the space's constants or with --set")
 
 
 def plan_search(opts: SearchOptions) -> dict[str, Any]:

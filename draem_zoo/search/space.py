@@ -125,6 +125,11 @@ def load_space(path: str | Path) -> SearchSpace:
     if not callable(space) or len(inspect.signature(space).parameters) != 1:
         raise DraemZooError(f"{path}: defines no function space(trial); a search-space file needs "
                             "`def space(trial): ...` using Optuna's trial.suggest_* API")
+    metric = module.get("METRIC", "best_val_score")
+    if not isinstance(metric, str) or metric.startswith("test_"):
+        raise DraemZooError(f"{path}: METRIC = {metric!r}: a search selects on validation data only; test "
+                            "metrics are for reporting (use best_val_score; a single `draem-zoo train --set "
+                            "eval.select_on=test` is the one way to select on test, and the export says so)")
     mode = module.get("MODE", "max")
     if mode not in ("max", "min"):
         raise DraemZooError(f"{path}: MODE = {mode!r}; use 'max' or 'min'")
@@ -134,7 +139,7 @@ def load_space(path: str | Path) -> SearchSpace:
     points = module.get("POINTS_TO_EVALUATE") or []
     if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
         raise DraemZooError(f"{path}: POINTS_TO_EVALUATE must be a list of {{param: value}} dicts")
-    return SearchSpace(path, fn, module.get("METRIC", "best_val_score"), mode, sampler, module.get("GRID"),
+    return SearchSpace(path, fn, metric, mode, sampler, module.get("GRID"),
                        module.get("BUDGET"), module.get("FINAL_BUDGET"), [dict(p) for p in points])
 
 

@@ -165,6 +165,7 @@ def _run(cfg: dict[str, Any], session, run: RunConfig, workdir: Path, rank: int,
     val, test = result.get("validation") or {}, result.get("test") or {}
     training = result["training"]
     final.update(val_score=val.get("val_score"), best_val_score=val.get("val_score"),
+                 val_score_se=val.get("val_score_se"), val_fingerprint=val.get("val_fingerprint"),
                  val_filter_size=val.get("val_filter_size"), val_saturation=val.get("val_saturation"),
                  val_tie=int(bool(val.get("val_filter_size_tie"))), train_seconds=training["seconds"],
                  params=result["params"], samples=training["samples"], epochs=training["epochs"],

@@ -156,7 +156,8 @@ class Trainer:
                  cfg: TrainConfig, loss_cfg: LossConfig, workdir: str | Path, *,
                  validate: Callable[[DraemModel], dict] | None = None, callbacks: list[Callback] | None = None,
                  forward: torch.nn.Module | None = None, rank: int = 0, world_size: int = 1,
-                 is_main: bool = True, progress: bool = True, lr_scale: float = 1.0):
+                 is_main: bool = True, progress: bool = True, lr_scale: float = 1.0,
+                 better: Callable[[dict, dict], bool] | None = None):
         self.model = model
         self.device = next(model.parameters()).device
         self.images = train_images.to(self.device)
@@ -164,6 +165,9 @@ class Trainer:
         self.cfg, self.loss_cfg = cfg, loss_cfg
         self.workdir = Path(workdir)
         self.validate = validate
+        # whether a validation result replaces the best so far (default: a higher score); the pipeline
+        # passes the evaluation's rule, which treats differences within the noise as ties
+        self.better = better or (lambda new, best: new["val_score"] > best["val_score"])
         self.callbacks = callbacks or []
         self.forward = forward
         self.is_main = is_main
@@ -288,9 +292,13 @@ class Trainer:
             return {}
         result = self.validate(self.model)
         score = result.get("val_score")
-        if score is not None and (self.best["val_score"] is None or score > self.best["val_score"]):
-            self.best = {"val_score": score, "iteration": self.iteration,
-                         "val_filter_size": result.get("val_filter_size")}
+        # differences within the validation set's noise are ties, and ties go to the earlier checkpoint
+        if score is not None and (self.best["val_score"] is None or self.better(result, self.best)):
+            self.best = {"val_score": score, "iteration": self.iteration, "val_score_se": result.get("val_score_se"),
+                         "val_filter_size": result.get("val_filter_size"), "replicates": result.get("replicates")}
             self.save("best")
-        return {"val_score": score, "val_filter_size": result.get("val_filter_size"),
-                "val_filter_size_tie": result.get("val_filter_size_tie"), "val_saturation": result.get("val_saturation")}
+        return {"val_score": score, "val_score_se": result.get("val_score_se"),
+                "val_filter_size": result.get("val_filter_size"),
+                "val_filter_size_tie": result.get("val_filter_size_tie"), "val_saturation": result.get("val_saturation"),
+                "val_score_by_filter_size": result.get("val_score_by_filter_size"),
+                **({"analysis": result["analysis"]} if "analysis" in result else {})}

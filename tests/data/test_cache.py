@@ -24,9 +24,9 @@ def counted(monkeypatch, tmp_path):
     calls = {"n": 0}
     real = mvtec.read_rgb
 
-    def reading(path, size=None):
+    def reading(path, size=None, *args):
         calls["n"] += 1
-        return real(path, size)
+        return real(path, size, *args)
 
     monkeypatch.setattr(mvtec, "read_rgb", reading)
     monkeypatch.setattr(textures, "read_rgb", reading)

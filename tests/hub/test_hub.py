@@ -291,3 +291,18 @@ def test_hub_onnx_published_pulled_and_optional(results, hub_env, tmp_path, caps
     assert "model.onnx" not in hub_env.hub.files(f"{ORG}/{PREFIX}-weave")
     assert torch.equal(draem_zoo.from_pretrained(f"{ORG}/{PREFIX}-weave").predict(x).score,
                        draem_zoo.load(str(weave)).predict(x).score)
+
+
+def test_card_states_the_filter_size_decision_and_its_noise():
+    from draem_zoo.hub.cards import describe_selection
+
+    choice = {"baseline": 21, "candidate": 5, "gain": 0.004, "low": -0.002, "high": 0.01, "moved": False}
+    cfg = {"score": {"filter_size": 21},
+           "selection": {"split": "validation", "filter_size_choice": choice, "validation_fingerprint": "ab" * 32},
+           "metrics": {"validation": {"n_normal": 20, "val_score_se": 0.0123, "families": {"draem": {"n": 60}},
+                                      "val_score_by_filter_size": {"5": 0.804, "21": 0.8}}}}
+    text = describe_selection(cfg)
+    assert "0.0123" in text and "[-0.0020, +0.0100]" in text and "stayed at the paper's 21" in text
+    assert "abababababababab" in text
+    cfg["selection"]["filter_size_choice"] = dict(choice, low=0.001, moved=True)
+    assert "moved to 5" in describe_selection(cfg)

@@ -43,7 +43,7 @@ def test_reproduce_writes_the_table_beside_the_paper_and_keeps_finished_runs(roo
     assert cli.main(argv(root, out, "--categories", "carpet,bottle", "--seeds", "0,1")) == 0
     md = (out / "reproduce.md").read_text()
     assert md == capsys.readouterr().out.strip() + "\n"
-    for needle in ("| carpet | 2 |", "| bottle | 2 |", "**mean (all)**", "97.0", "99.2", "86.5",
+    for needle in ("| carpet | zoo | 2 |", "| bottle | zoo | 2 |", "**mean (all)**", "## Protocols", "**zoo**", "97.0", "99.2", "86.5",
                    "not the paper's architecture", "not the paper's 256 px", "## Model selection on validation"):
         assert needle in md, needle
     report = json.loads((out / "reproduce.json").read_text())
@@ -51,10 +51,13 @@ def test_reproduce_writes_the_table_beside_the_paper_and_keeps_finished_runs(roo
     for r in report["runs"]:
         assert r["iterations"] == 6 and set(r["test"]) == {"image_auroc", "pixel_auroc", "pixel_ap", "aupro"}
         assert r["val_score_by_filter_size"] and len(r["val_score_by_checkpoint"]) >= 1
-        assert r["filter_size"] in (1, 5, 11)
+        assert r["filter_size"] in (1, 5, 11) and r["protocol"] == "zoo"
+        # the analysis of selection: every (validation, s_f) pair with the test image AUROC beside it
+        an = r["selection_analysis"]
+        assert an["pairs"] == 3 * len(r["val_score_by_checkpoint"]) and an["lost_test_image_auroc"] >= 0
     with open(out / "reproduce.csv") as f:
         rows = {r["category"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"carpet", "bottle", "mean (all)"}
+    assert set(rows) == {"carpet", "bottle", "mean (all)"} and {r["protocol"] for r in rows.values()} == {"zoo"}
     assert float(rows["bottle"]["paper_image_auroc"]) == 99.2
     mine = [100 * r["test"]["image_auroc"] for r in report["runs"] if r["category"] == "bottle"]
     assert float(rows["bottle"]["image_auroc_mean"]) == pytest.approx(statistics.fmean(mine), abs=1e-3)
@@ -82,3 +85,30 @@ def test_reproduce_bad_input(root, tmp_path, capsys, extra, needle):
     assert cli.main(argv(root, tmp_path / "o", *extra)) == 2
     assert needle in capsys.readouterr().err
     assert not list((tmp_path / "o").glob("*/seed*"))
+
+
+def test_reproduce_both_protocols_side_by_side(root, tmp_path):
+    out = tmp_path / "both"
+    assert cli.main(argv(root, out, "--categories", "carpet", "--protocol", "both")) == 0
+    report = json.loads((out / "reproduce.json").read_text())
+    runs = {r["protocol"]: r for r in report["runs"]}
+    assert set(runs) == {"paper", "zoo"}
+    paper_run = json.loads((out / "carpet" / "paper-seed0" / "config.json").read_text())
+    zoo_run = json.loads((out / "carpet" / "seed0" / "config.json").read_text())
+    # the paper's protocol: all of train/good, the last weights, s_f = 21, the original's resize
+    assert paper_run["run"]["data"]["val_fraction"] == 0 and paper_run["run"]["data"]["resize"] == "opencv"
+    assert paper_run["selection"]["split"] == "none" and paper_run["selection"]["weights"] == "last"
+    assert paper_run["score"]["filter_size"] == 21 and paper_run["metrics"]["validation"] is None
+    assert paper_run["data"]["counts"]["train"] == 10 > zoo_run["data"]["counts"]["train"] == 8
+    assert zoo_run["run"]["data"]["resize"] == "pil" and zoo_run["selection"]["split"] == "validation"
+    assert runs["paper"]["test"]["image_auroc"] is not None and runs["zoo"]["selection_analysis"]["pairs"] >= 3
+    md = (out / "reproduce.md").read_text()
+    # side by side: the paper's row, then the zoo's; each protocol's differences listed
+    assert md.index("| carpet | paper | 1 |") < md.index("| carpet | zoo | 1 |")
+    assert "**paper** (the paper's protocol" in md and "s_f = 21 (no validation set" in md
+    with open(out / "reproduce.csv") as f:
+        assert [r["protocol"] for r in csv.DictReader(f)] == ["paper", "zoo"]
+    # the protocols are distinct runs: running one of them again keeps it
+    stamp = (out / "carpet" / "paper-seed0" / "model.safetensors").stat().st_mtime_ns
+    assert cli.main(argv(root, out, "--categories", "carpet", "--protocol", "paper")) == 0
+    assert (out / "carpet" / "paper-seed0" / "model.safetensors").stat().st_mtime_ns == stamp

@@ -162,3 +162,25 @@ def test_each_role_decodes_only_what_it_uses(root, tmp_path, monkeypatch):
     other = train_category(run, tmp_path / "rank1", progress=False, dist=Distributed(rank=1, world_size=2))
     assert other["rank"] == 1 and "validation" not in other
     assert seen == [("train", "val", "test"), ("train", "val"), ("train",)]
+
+
+def test_trials_differing_in_simulator_settings_are_validated_on_one_set(root, tmp_path):
+    """The validation set follows the paper's simulator settings, not the run's: same fingerprint."""
+    cfgs = []
+    for i, beta in enumerate(("0.0,0.8", "0.0,0.5")):
+        run = tiny_run(root, "train.iterations=2", "data.val_fraction=0.3", f"synthesis.beta={beta}",
+                       "synthesis.perlin_threshold=0.6" if i else "synthesis.perlin_threshold=0.5")
+        train_category(run, tmp_path / f"m{i}", progress=False, evaluate_test=False)
+        cfgs.append(json.loads((tmp_path / f"m{i}" / "config.json").read_text()))
+    prints = [c["selection"]["validation_fingerprint"] for c in cfgs]
+    assert len(prints[0]) == 64 and prints[0] == prints[1]
+    assert cfgs[0]["run"]["synthesis"]["beta"] != cfgs[1]["run"]["synthesis"]["beta"]
+    sel = cfgs[0]["selection"]
+    # the s_f decision, its noise and every family's own preference are on record
+    assert sel["filter_size_choice"]["baseline"] == 11 and "low" in sel["filter_size_choice"]
+    assert sel["validation_score_se"] >= 0 and set(sel["family_preferred_filter_size"]) >= {"draem", "small"}
+    # another validation seed is another set, and says so
+    run = tiny_run(root, "train.iterations=2", "data.val_fraction=0.3", "eval.validation_seed=1")
+    train_category(run, tmp_path / "m2", progress=False, evaluate_test=False)
+    other = json.loads((tmp_path / "m2" / "config.json").read_text())["selection"]["validation_fingerprint"]
+    assert other != prints[0]

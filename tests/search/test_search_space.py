@@ -68,6 +68,45 @@ def test_bad_space_files_are_named(tmp_path):
         load_space(tmp_path / "notalist.py")
 
 
+def test_a_search_never_selects_on_test(tmp_path, capsys):
+    """METRIC = test_* and eval.select_on=test stop a search with one line, before Ray starts."""
+    from draem_zoo.cli import parser as cli
+    from draem_zoo.data.demo import make_demo_dataset
+
+    (tmp_path / "ontest.py").write_text("METRIC = 'test_image_auroc'\nBUDGET = 4\n"
+                                         "def space(trial):\n    trial.suggest_float('loss.focal_gamma', 1, 3)\n")
+    with pytest.raises(DraemZooError, match="validation data only"):
+        load_space(tmp_path / "ontest.py")
+    root = make_demo_dataset(tmp_path / "data", categories=("weave",), size=32, n_train=10, n_test_good=2,
+                             n_test_defect=2)
+    argv = ["search", "--data", str(root), "--trials", "1", "--num-cpus", "1"]
+    assert cli.main([*argv, "--space", str(tmp_path / "ontest.py"), "--out", str(tmp_path / "s1")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "METRIC = 'test_image_auroc'" in err[0] and "validation data only" in err[0]
+    assert cli.main([*argv, "--space", "search_spaces/quick.py", "--out", str(tmp_path / "s2"),
+                     "--set", "eval.select_on=test"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "eval.select_on=test" in err[0]
+    (tmp_path / "moving.py").write_text("BUDGET = 4\ndef space(trial):\n"
+                                         "    trial.suggest_categorical('eval.validation_seed', [1, 2])\n")
+    assert cli.main([*argv, "--space", str(tmp_path / "moving.py"), "--out", str(tmp_path / "s3")]) == 2
+    assert "change the validation set (seed)" in capsys.readouterr().err
+    assert not (tmp_path / "s1").exists() or not list((tmp_path / "s1").rglob("*trial*"))
+
+
+def test_trials_within_the_noise_are_tied_and_the_cheaper_model_wins():
+    from draem_zoo.search.category import choose_trial
+
+    trials = [{"trial_id": "big", "best_val_score": 0.80, "val_score_se": 0.01, "params_count": 97_000_000},
+              {"trial_id": "small", "best_val_score": 0.795, "val_score_se": 0.01, "params_count": 6_000_000},
+              {"trial_id": "worse", "best_val_score": 0.70, "val_score_se": 0.01, "params_count": 1_000}]
+    best = choose_trial(trials)
+    assert best["trial_id"] == "small" and best["selection"]["tied"] == ["big", "small"]
+    assert best["selection"]["top_trial"] == "big"
+    assert choose_trial([dict(t, val_score_se=0.001) for t in trials])["trial_id"] == "big"  # beyond the noise
+    assert choose_trial([dict(t, val_score_se=None) for t in trials])["trial_id"] == "big"
+
+
 def test_points_to_evaluate_come_first():
     import optuna
 
