@@ -18,3 +18,7 @@ class ConfigError(DraemZooError, ValueError):
 
 class DataError(DraemZooError):
     """A dataset, image or texture folder cannot be used as it is."""
+
+
+class TrainingDiverged(DraemZooError):
+    """The loss became NaN or infinite: the run stops and keeps its last good checkpoint."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDiverged
 from ..model.scoring import image_scores_by_size
 from ..synthesis.config import SynthesisConfig
 from ..synthesis.textures import TextureBank
@@ -129,6 +129,9 @@ def validation_metrics(maps: torch.Tensor, vset: ValidationSet, filter_sizes, n_
     ``maps`` (K, 1, S, S) may be on any device; the filters and histograms run there, and only
     per-image scores and histograms come back."""
     sizes = sorted(set(int(s) for s in filter_sizes))
+    if not bool(torch.isfinite(maps).all()):
+        raise TrainingDiverged("the model's anomaly maps on the validation set contain NaN or inf: the model has "
+                               "diverged (lower train.lr) or its weights are damaged")
     fam = np.array(vset.family)
     src = vset.sources()
     with torch.no_grad():

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..compiling import Compiled
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDiverged
 from ..model.draem import DraemModel
 from ..model.losses import LossConfig, LossTerms
 from ..synthesis.simulator import AnomalySynthesizer, SynthBatch, make_generator
@@ -255,6 +255,10 @@ class Trainer:
                 do_val = self.iteration % self.val_every == 0 or last
                 do_ckpt = self.iteration % self.ckpt_every == 0 or last
                 record = None
+                if do_val or do_ckpt or (self.cfg.report_every and self.iteration % self.cfg.report_every == 0):
+                    # one host sync per report or save: a diverged run stops before it is validated
+                    # or saved, so the last checkpoint on disk stays the last good one
+                    self._check_finite(sums, lr)
                 if do_val or (self.cfg.report_every and self.iteration % self.cfg.report_every == 0):
                     now = time.perf_counter()
                     record = {k: round(float(v) / count, 6) for k, v in sums.items()}
@@ -282,6 +286,22 @@ class Trainer:
                 "samples": self.total * self.cfg.batch_size * self.world_size, "validations": self.validations(),
                 "best": self.best, "seconds": round(time.perf_counter() - started, 2), "history": self.history,
                 "resumed_from": self.resumed_from}
+
+    def _check_finite(self, sums: dict[str, torch.Tensor], lr: float) -> None:
+        bad = [k for k, v in sums.items() if not bool(torch.isfinite(torch.as_tensor(v)).all())]
+        if not bad:  # a finite loss with overflowing weights or BatchNorm statistics is diverged too
+            state = [v for v in self.model.state_dict().values() if v.is_floating_point()]
+            if state and not bool(torch.stack([torch.isfinite(v).all() for v in state]).all()):
+                bad = ["weights"]
+        if bad:
+            last = (self.workdir / "checkpoints" / "last" / "meta.json").is_file()
+            what = ("the model's weights (or normalisation statistics)" if bad[-1].startswith("weights")
+                    else f"the {bad[-1] if bad != ['loss'] else 'total'} loss")
+            raise TrainingDiverged(
+                f"training diverged: {what} became non-finite (NaN or inf) by iteration {self.iteration} at "
+                f"learning rate {lr:g}: lower train.lr (or check the data); "
+                + ("the last good checkpoint is kept in " + str(self.workdir / "checkpoints" / "last")
+                   if last else "no checkpoint was saved before it"))
 
     def validations(self) -> int:
         """How many times this run validates (every ``val_every`` iterations and at the end)."""

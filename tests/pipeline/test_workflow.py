@@ -184,3 +184,26 @@ def test_trials_differing_in_simulator_settings_are_validated_on_one_set(root, t
     train_category(run, tmp_path / "m2", progress=False, evaluate_test=False)
     other = json.loads((tmp_path / "m2" / "config.json").read_text())["selection"]["validation_fingerprint"]
     assert other != prints[0]
+
+
+def test_a_diverged_run_stops_with_one_line_and_keeps_no_bad_checkpoint(root, tmp_path, capsys):
+    from safetensors.torch import load_file as load_st
+
+    from draem_zoo.errors import TrainingDiverged
+    from draem_zoo.evaluation.validation import ValidationSet, validation_metrics
+
+    out = tmp_path / "m"
+    code = cli.main(["train", "--data", str(root), "--category", "weave", "--out", str(out), "--iterations", "40",
+                     "--image-size", "32", "--batch-size", "4", "--quiet", "--set", "train.lr=1e6",
+                     "--set", "train.checkpoint_every=2", *[a for s in TINY[:2] + TINY[4:] for a in ("--set", s)]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "training diverged" in err[0] and "1e+06" in err[0], err
+    assert "iteration" in err[0] and "lower train.lr" in err[0]
+    state = out / "checkpoints" / "last" / "state.safetensors"
+    if state.is_file():  # whatever was saved is finite: the check runs before every save
+        assert all(bool(torch.isfinite(v).all()) for v in load_st(state).values() if v.is_floating_point())
+    assert not (out / "config.json").exists()
+    vs = ValidationSet(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, 1, 8, 8, dtype=torch.bool),
+                       torch.tensor([0, 1]), ["normal", "draem"])
+    with pytest.raises(TrainingDiverged, match="NaN or inf"):
+        validation_metrics(torch.full((2, 1, 8, 8), float("nan")), vs, (1, 3))
