@@ -70,7 +70,7 @@ def choose_filter_size(point: dict[int, float], replicates: dict[int, np.ndarray
     base = baseline_size(sizes)
     top = max(point.values())
     tied = sorted(s for s, v in point.items() if v == top)
-    cand = min(tied, key=lambda s: (abs(s - PAPER_FILTER_SIZE), s))
+    cand = baseline_size(tied)
     info: dict = {"baseline": base, "candidate": cand, "tied": tied if len(tied) > 1 else None,
                   "rule": f"{base} unless the best size's paired bootstrap gain ({len(next(iter(replicates.values())))}"
                           f" resamples of the normals) has a one-sided {confidence:.0%} lower bound above 0"}

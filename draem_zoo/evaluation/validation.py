@@ -39,8 +39,6 @@ from . import bootstrap as bs
 from . import pixelstats as px
 from .anomalies import FAMILIES, make_family
 
-PAPER_FILTER_SIZE = bs.PAPER_FILTER_SIZE
-
 
 @dataclass
 class ValidationSet:
@@ -78,12 +76,14 @@ def check_families(families: Sequence[str], key: str = "eval.validation_families
         raise ConfigError(f"{key}={list(families)}: give distinct families out of {', '.join(FAMILIES)}")
 
 
+# the synthesis keys that say which textures fill the anomalies (the texture bank), not how strongly
+TEXTURE_KEYS = ("anomaly_source", "max_textures", "procedural_textures", "procedural_seed")
+
+
 def reference_synthesis(synthesis: SynthesisConfig) -> SynthesisConfig:
     """The simulator settings every validation set is made with: the paper's defaults, with the run's
     texture source (which textures fill the anomalies, not how strongly a trial simulates them)."""
-    return SynthesisConfig(anomaly_source=synthesis.anomaly_source, max_textures=synthesis.max_textures,
-                           procedural_textures=synthesis.procedural_textures,
-                           procedural_seed=synthesis.procedural_seed)
+    return SynthesisConfig(**{k: getattr(synthesis, k) for k in TEXTURE_KEYS})
 
 
 def fingerprint_of(images: torch.Tensor, masks: torch.Tensor, family: list[str], source: torch.Tensor) -> str:
@@ -120,7 +120,7 @@ def make_validation_set(normals: torch.Tensor, synthesis: SynthesisConfig, textu
 
 def _preferred(by_size: dict[int, float]) -> int:
     top = max(by_size.values())
-    return min((s for s, v in by_size.items() if v == top), key=lambda s: (abs(s - PAPER_FILTER_SIZE), s))
+    return bs.baseline_size([s for s, v in by_size.items() if v == top])
 
 
 def validation_metrics(maps: torch.Tensor, vset: ValidationSet, filter_sizes, n_boot: int = bs.N_BOOT) -> dict:

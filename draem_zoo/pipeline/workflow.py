@@ -23,7 +23,7 @@ from ..errors import DraemZooError
 from ..evaluation.bootstrap import beats
 from ..evaluation.evaluate import compute_maps, score_maps
 from ..evaluation.thresholds import compute_thresholds
-from ..evaluation.validation import make_validation_set, reference_synthesis, validation_metrics
+from ..evaluation.validation import TEXTURE_KEYS, make_validation_set, reference_synthesis, validation_metrics
 from ..model.draem import DraemModel, build_model
 from ..model.modeldir import parameters_digest, save_model_dir
 from ..model.scoring import ScoreConfig
@@ -188,8 +188,7 @@ def validation_recipe(run: RunConfig) -> dict[str, Any]:
     e = run.eval
     return {"data": {k: getattr(run.data, k) for k in ("root", "category", "val_fraction", "split_seed")},
             "image_size": run.model.image_size,
-            "textures": {k: getattr(validation_textures(run), k)
-                         for k in ("anomaly_source", "max_textures", "procedural_textures", "procedural_seed")},
+            "textures": {k: getattr(validation_textures(run), k) for k in TEXTURE_KEYS},
             "families": list(e.validation_families), "seed": e.validation_seed, "per_normal": e.validation_per_normal}
 
 
@@ -197,8 +196,7 @@ def reference_validation_set(run: RunConfig, data, textures):
     """The category's validation set at this size: made with the paper's simulator settings and a
     fixed seed whatever the run searches, so every trial of a category is scored on the same set."""
     ref = validation_textures(run)
-    same = all(getattr(ref, k) == getattr(run.synthesis, k)
-               for k in ("anomaly_source", "max_textures", "procedural_textures", "procedural_seed"))
+    same = all(getattr(ref, k) == getattr(run.synthesis, k) for k in TEXTURE_KEYS)
     bank = textures if same or not len(data.val) else load_textures(ref, run.model.image_size, "cpu")
     return make_validation_set(data.val, ref, bank, run.eval.validation_seed, run.eval.validation_families,
                                run.eval.validation_per_normal)
