@@ -44,7 +44,8 @@ def __getattr__(name: str) -> Any:
 def load(spec: str, device: str = "cpu") -> DraemModel:
     """Load a model directory (``model.safetensors`` + ``config.json``) or ``hf-hub:ORG/NAME[@REV]``.
 
-    Keys are checked strictly and the weights' sha256 against config.json.
+    Keys are checked strictly, the weights' sha256 against config.json, and config.json against its own
+    ``config_sha256`` (a hand-edited threshold or s_f is refused).
     """
     if str(spec).startswith("hf-hub:"):
         return from_pretrained(str(spec), device=device)

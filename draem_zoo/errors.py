@@ -22,3 +22,7 @@ class DataError(DraemZooError):
 
 class TrainingDiverged(DraemZooError):
     """The loss became NaN or infinite: the run stops and keeps its last good checkpoint."""
+
+
+class OutputLocked(DraemZooError):
+    """Another live process is writing into the same output folder."""

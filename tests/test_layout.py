@@ -16,7 +16,7 @@ PKG = Path(draem_zoo.__file__).parent
 # stages on one line are peers that do not import each other. The facade (draem_zoo/__init__.py,
 # the public API) may import anything, lazily, and only the CLI imports it.
 STAGES = [
-    ("core", {"__about__", "errors", "config", "compiling"}),
+    ("core", {"__about__", "errors", "config", "compiling", "files"}),
     ("data", {"data"}),
     ("synthesis", {"synthesis"}),
     ("model", {"model"}),

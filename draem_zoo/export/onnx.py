@@ -15,7 +15,9 @@ The graph (``model.onnx``) needs nothing beside it:
 The exporter is torch's ``torch.export``-based one (``torch.onnx.export(dynamo=True)``, needs
 onnxscript), which handles every variant, the timm ones included; it writes opset 18 natively.
 The file is written under a temporary name beside the destination, checked with ONNX Runtime
-(CPU) against ``DraemModel.predict`` on generated images, and only then renamed into place.
+(CPU) against ``DraemModel.predict`` on generated images, and only then renamed into place, with a
+record beside it (``model.onnx.json``: the file's sha256 and size, and the weights and config
+sha256 it was made from) that ``publish`` checks the file against before uploading it.
 onnx, onnxruntime and onnxscript are an optional extra: ``pip install "draem-zoo[onnx]"``.
 """
 
@@ -29,7 +31,6 @@ import inspect
 import json
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -42,12 +43,14 @@ from torch import nn
 from ..__about__ import __version__
 from ..config import to_dict
 from ..errors import DraemZooError
+from ..files import fsync_parent, temp_file
 from ..model.modeldir import load_model_dir
 from ..model.scoring import check_filter_size, image_scores
 
 ONNX_FILE = "model.onnx"
 FORMAT = "draem-zoo-onnx"
 FORMAT_VERSION = 1
+RECORD_FORMAT = "draem-zoo-onnx-record"
 INPUT_NAME = "image_rgb_uint8_nhwc"
 OUTPUT_NAMES = ("anomaly_map", "score")
 OPSETS = range(18, 24)  # what torch's exporter builds (18 natively, up to 23) and ONNX Runtime runs
@@ -108,16 +111,18 @@ def check_output(out: str | Path) -> Path:
     return out
 
 
+def record_path(onnx_path: str | Path) -> Path:
+    """The record export-onnx writes beside an ONNX file: ``model.onnx`` -> ``model.onnx.json``."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(onnx_path.name + ".json")
+
+
 def _temp_beside(out: Path) -> Path:
+    """A temporary file beside ``out`` with the umask's mode (not mkstemp's 0600)."""
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        return temp_file(out.parent, f".{out.name}.")
     except OSError as exc:
         raise DraemZooError(f"--out {out}: cannot be written in {out.parent} ({exc.strerror or exc})") from None
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
-    return Path(name)
 
 
 def io_spec(model, dynamic_batch: bool) -> dict[str, Any]:
@@ -240,12 +245,15 @@ def export_model(model, out: str | Path, opset: int = DEFAULT_OPSET, dynamic_bat
     check_opset(opset)
     require_onnx()
     out = check_output(out)
-    weights_sha256 = weights_sha256 or (getattr(model, "metadata", None) or {}).get("weights_sha256")
+    meta = getattr(model, "metadata", None) or {}
+    weights_sha256 = weights_sha256 or meta.get("weights_sha256")
     if next(model.parameters()).device.type != "cpu":
         model = copy.deepcopy(model).cpu()
     was_training = model.training
     tmp = _temp_beside(out)
+    record, record_tmp = record_path(out), None
     try:
+        record_tmp = _temp_beside(record)
         proto = build_proto(model, opset, dynamic_batch)
         proto.producer_name, proto.producer_version = "draem-zoo", __version__
         proto.doc_string = (f"DRAEM anomaly detector ({model.config.variant}): {INPUT_NAME} uint8 RGB (B, S, S, 3) "
@@ -264,19 +272,40 @@ def export_model(model, out: str | Path, opset: int = DEFAULT_OPSET, dynamic_bat
             raise DraemZooError(f"--out {out}: cannot be written ({exc.strerror or exc}); nothing was written") from None
         images = parity_images(model.config.image_size, 3 if dynamic_batch else 2)
         parity = check_parity(tmp, model, images, batch=None if dynamic_batch else 1)
+        sha = hashlib.sha256(data).hexdigest()
+        _write_record(record_tmp, {
+            "format": RECORD_FORMAT, "format_version": FORMAT_VERSION, "file": out.name, "sha256": sha,
+            "bytes": len(data), "weights_sha256": weights_sha256, "config_sha256": meta.get("config_sha256"),
+            "opset": opset, "dynamic_batch": dynamic_batch, "package_version": __version__})
+        # the file first: a crash between the renames leaves a record that does not match it, which
+        # publish refuses (re-export), never a file that passes for another
         os.replace(tmp, out)
+        os.replace(record_tmp, record)
+        fsync_parent(out)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        if record_tmp is not None:
+            record_tmp.unlink(missing_ok=True)
         raise
     finally:
         model.train(was_training)
     spec = io_spec(model, dynamic_batch)
-    return {"path": str(out), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "opset": opset,
+    return {"path": str(out), "record": str(record), "bytes": len(data), "sha256": sha, "opset": opset,
             "dynamic_batch": dynamic_batch, "input": spec["input"], "outputs": spec["outputs"],
             "variant": model.config.variant, "image_size": model.config.image_size,
             "filter_size": model.score_config.filter_size, "model_channel_order": model.config.channel_order,
             "weights_sha256": weights_sha256, "exporter": f"torch {torch.__version__} torch.onnx.export(dynamo=True)",
             "parity": parity}
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(json.dumps(record, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise DraemZooError(f"{path}: cannot be written ({exc.strerror or exc}); nothing was written") from None
 
 
 def export_onnx(spec: str, out: str | Path | None = None, opset: int | None = None, dynamic_batch: bool = False,
@@ -357,3 +386,13 @@ def stale_reason(model_dir: str | Path, weights_sha256: str | None, strict: bool
         return (f"{path}: made from weights sha256 {made}..., but config.json has {(weights_sha256 or '?')[:12]}...: "
                 f"stale; re-export it with draem-zoo export-onnx --model {model_dir}")
     return None
+
+
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """The record export-onnx wrote beside ``path`` (None: there is none, or it is not one)."""
+    try:
+        record = json.loads(record_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("format") == RECORD_FORMAT else None
+

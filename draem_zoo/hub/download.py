@@ -4,7 +4,8 @@ Downloads go through the Hub cache (``HF_HOME``), so a model once fetched loads 
 (``HF_HUB_OFFLINE=1``); a revision (commit, tag or branch) pins what is loaded. Loading
 always checks the weights' sha256 against ``config.json`` and the state dict strictly.
 ``from_pretrained`` fetches only what PyTorch needs; ``pull`` also brings ``model.onnx``
-when the repository has one (checked to be made from the same weights).
+when the repository has one (checked to be made from the same weights). A Hub that cannot be
+reached is one error naming the endpoint (``HF_ENDPOINT``) and what to do, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import hf_hub_download, snapshot_download
+from huggingface_hub import snapshot_download
 
 from ..errors import DraemZooError
 from ..export.onnx import ONNX_FILE, stale_reason
 from ..model.modeldir import CONFIG, WEIGHTS, load_model_dir
+from .checks import HubUnreachable, check_names, check_repo_id, endpoint, offline, offline_mode, unreachable_text
 
 HUB_PREFIX = "hf-hub:"
 REPO_FILES = [WEIGHTS, CONFIG, "README.md"]
@@ -30,6 +32,7 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise DraemZooError(f"{spec!r}: a Hub model is ORG/NAME (optionally @REVISION), e.g. "
                             "hf-hub:acme/draem-mvtec-bottle@v1")
+    check_repo_id(repo, repr(spec))
     return repo, rev or None
 
 
@@ -41,11 +44,17 @@ def _friendly(exc: Exception, repo_id: str, revision: str | None) -> DraemZooErr
     if "RepositoryNotFound" in name or "GatedRepo" in name:
         return DraemZooError(f"{where}: no such model repository, or it is private: check the name, or set "
                              "HF_TOKEN / run `hf auth login` for private repositories")
-    if "LocalEntryNotFound" in name or "OfflineModeIsEnabled" in name:
-        return DraemZooError(f"{where}: not in the local Hub cache and the Hub cannot be reached (or HF_HUB_OFFLINE "
-                             "is set); download it once with network, or use `draem-zoo pull` on a connected "
-                             "machine and copy the folder")
-    return DraemZooError(f"{where}: download failed ({name}: {str(exc).splitlines()[0][:200]})")
+    copy = "for an air-gapped machine, `draem-zoo pull` on a connected one and copy the folder"
+    if offline(exc) or ("LocalEntryNotFound" in name and offline_mode()):
+        return HubUnreachable(f"{where}: not in the local Hub cache, and HF_HUB_OFFLINE is set, so the Hub at "
+                              f"{endpoint()} was not asked: unset HF_HUB_OFFLINE to download it once ({copy})")
+    text = unreachable_text(exc)
+    if text or "LocalEntryNotFound" in name:
+        return HubUnreachable(f"{where}: {text or f'the Hub at {endpoint()} (HF_ENDPOINT) could not be reached'}, "
+                              "and it is not in the local Hub cache: check the network connection, proxy and "
+                              f"HF_ENDPOINT (models downloaded before load offline with HF_HUB_OFFLINE=1; {copy})")
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return DraemZooError(f"{where}: download from {endpoint()} failed ({name}: {first})")
 
 
 def snapshot(repo_id: str, revision: str | None = None, cache_dir: str | None = None,
@@ -72,12 +81,16 @@ def from_pretrained(repo_id: str, revision: str | None = None, device: str = "cp
 
 
 def read_index(org: str, prefix: str, revision: str | None = None, token: str | None = None) -> dict[str, Any]:
+    check_names(org, prefix)
     repo = f"{org}/{prefix}-index"
-    try:
-        path = hf_hub_download(repo, "index.json", revision=revision, token=token)
+    try:  # a snapshot, not hf_hub_download: it asks the Hub once instead of retrying for ~20 s when it is down
+        path = Path(snapshot_download(repo, revision=revision, allow_patterns=["index.json"], token=token))
     except Exception as exc:
         raise _friendly(exc, repo, revision) from None
-    return json.loads(Path(path).read_text())
+    if not (path / "index.json").is_file():
+        raise DraemZooError(f"{repo}" + (f"@{revision}" if revision else "") + ": has no index.json; is it a zoo "
+                            "index published by draem-zoo publish?")
+    return json.loads((path / "index.json").read_text())
 
 
 def pull(org: str, out_dir: str | Path, categories: list[str] | None = None, prefix: str = "draem-mvtec",

@@ -3,9 +3,16 @@
 Each repository holds ``model.safetensors``, ``config.json`` (the model-directory format),
 ``README.md`` (the model card) and, when the model directory has one made from these
 weights, ``model.onnx`` (``draem-zoo export-onnx``; a stale one, whose recorded weights
-sha256 differs from config.json's, is skipped with a warning and removed from the
-repository if an earlier release had it). Every card is rendered and checked, locally and by
-the Hub's own validation, before anything is uploaded. A release is one commit with
+sha256 differs from config.json's, or one without export-onnx's record of its sha256, is
+skipped with a warning and removed from the repository if an earlier release had it).
+
+Nothing is published that does not match what was recorded when it was written, ``--dry-run``
+included: config.json against its ``config_sha256``, the weights against its ``weights_sha256``,
+``model.onnx`` against the sha256 in the ``model.onnx.json`` export-onnx wrote beside it; a
+mismatch is an error naming the file. The files are hashed again just before they are uploaded.
+The repository ids are checked with huggingface_hub's validator before anything else, and a
+Hub that cannot be reached is one error naming the endpoint. Every card is rendered and
+checked, locally and by the Hub's own validation, before anything is uploaded. A release is one commit with
 all its files and a tag (``v1``, ``v2``, ...); files whose content the repository
 already has are detected by hash (LFS sha256 / git blob sha1), so re-publishing an
 unchanged model makes no commit. A zoo index (``<org>/<prefix>-index``: ``index.json``
@@ -30,9 +37,10 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, Mo
 
 from ..__about__ import __version__
 from ..errors import DraemZooError
-from ..export.onnx import ONNX_FILE, onnx_info, stale_reason
-from ..model.modeldir import CONFIG, WEIGHTS
+from ..export.onnx import ONNX_FILE, onnx_info, read_record, record_path, stale_reason
+from ..model.modeldir import CONFIG, WEIGHTS, check_weights, read_config, sha256_file
 from .cards import check_card, dataset_info, render_card
+from .checks import HubUnreachable, check_names, hub_failure, network_cause
 from .download import read_index
 
 INDEX_FILE = "index.json"
@@ -47,9 +55,19 @@ class Release:
     metrics: dict[str, Any]
     variant: str
     license: str
+    sha256: dict[str, str] = dataclasses.field(default_factory=dict)  # path in repo -> content as checked
 
     def digest(self, name: str) -> str:
-        return hashlib.sha256(_bytes(self.files[name])).hexdigest()
+        if name not in self.sha256:
+            self.sha256[name] = hashlib.sha256(_bytes(self.files[name])).hexdigest()
+        return self.sha256[name]
+
+    def recheck(self) -> None:
+        """Hash the local files again: refuse one that changed after it was checked."""
+        for name, content in self.files.items():
+            if isinstance(content, Path) and name in self.sha256 and sha256_file(content) != self.sha256[name]:
+                raise DraemZooError(f"{content}: changed after publish checked it (a training or export still "
+                                    "writing there?); wait for it to finish and publish again")
 
 
 def _bytes(content: bytes | Path) -> bytes:
@@ -83,21 +101,58 @@ def _budget_text(budget) -> str:
     return f"{budget} iterations" if isinstance(budget, int) else str(budget)
 
 
-def _onnx_file(model_dir: Path, cfg: dict[str, Any], warn: Callable[[str], None]) -> dict[str, Any] | None:
-    """What the card says about ``model_dir/model.onnx``; None (with a warning) when absent or stale."""
-    if not (model_dir / ONNX_FILE).is_file():
-        return None
-    reason = stale_reason(model_dir, cfg.get("weights_sha256"))
+def onnx_check(model_dir: str | Path, weights_sha256: str | None) -> tuple[str | None, str | None]:
+    """(sha256 of ``model_dir/model.onnx`` as export-onnx recorded it and the file still is, None) when it may be
+    published with these weights; (None, why not) when it is stale or unrecorded; (None, None) when there is
+    none. A file whose bytes differ from its record for these weights is refused (DraemZooError)."""
+    path = Path(model_dir) / ONNX_FILE
+    if not path.is_file():
+        return None, None
+    record = read_record(path)
+    redo = f"re-export it with draem-zoo export-onnx --model {model_dir}"
+    if record is None:
+        return None, stale_reason(model_dir, weights_sha256) or (
+            f"{path}: no record of its sha256 ({record_path(path).name} is missing or unreadable; exported by an "
+            f"older draem-zoo?): {redo}")
+    if not weights_sha256 or record.get("weights_sha256") != weights_sha256:
+        return None, stale_reason(model_dir, weights_sha256) or (
+            f"{path}: {record_path(path).name} says it was made from weights sha256 "
+            f"{str(record.get('weights_sha256'))[:12]}..., but config.json has {(weights_sha256 or '?')[:12]}...: "
+            f"stale; {redo}")
+    digest = sha256_file(path)
+    if digest != record.get("sha256"):
+        raise DraemZooError(f"{path}: sha256 {digest[:12]}... does not match the {str(record.get('sha256'))[:12]}... "
+                            f"export-onnx recorded in {record_path(path).name}: the file is corrupt or was altered: "
+                            f"{redo} (or delete it to publish without ONNX); nothing was uploaded")
+    reason = stale_reason(model_dir, weights_sha256)  # the graph's own metadata must agree too
+    return (None, reason) if reason else (digest, None)
+
+
+def _onnx_file(model_dir: Path, cfg: dict[str, Any], warn: Callable[[str], None]) -> tuple[dict | None, str | None]:
+    """What the card says about ``model_dir/model.onnx`` and its checked sha256; (None, None), with a warning
+    when there is a file, unless it may be published."""
+    digest, reason = onnx_check(model_dir, cfg.get("weights_sha256"))
     if reason:
         warn(f"warning: {reason}; {ONNX_FILE} not published")
-        return None
-    return onnx_info(model_dir / ONNX_FILE)
+    return (onnx_info(model_dir / ONNX_FILE), digest) if digest else (None, None)
+
+
+def _checked_model_dir(model_dir: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """config.json (checked against its config_sha256) and the sha256 of it and of the weights (checked
+    against its weights_sha256), or a DraemZooError naming the file that does not match."""
+    try:
+        cfg = read_config(model_dir)
+        weights = check_weights(model_dir, cfg)
+    except DraemZooError as exc:
+        raise DraemZooError(f"{exc}; nothing was uploaded") from None
+    return cfg, {WEIGHTS: weights, CONFIG: sha256_file(model_dir / CONFIG)}
 
 
 def build_releases(results: str | Path, org: str, prefix: str = "draem-mvtec", dataset: str | None = None,
                    license: str | None = None, categories: list[str] | None = None,
                    warn: Callable[[str], None] = print) -> list[Release]:
-    """Render and check the card of every category's best model; nothing leaves the machine."""
+    """Check the files and render and check the card of every category's best model; nothing leaves the machine."""
+    check_names(org, prefix, categories or ())
     results = Path(results)
     found = sorted(p.parent.parent.name for p in results.glob(f"*/best/{CONFIG}"))
     wanted = categories or found
@@ -105,26 +160,26 @@ def build_releases(results: str | Path, org: str, prefix: str = "draem-mvtec", d
     if missing or not wanted:
         raise DraemZooError(f"{results}: no exported model for {', '.join(missing) or 'any category'} "
                             "(expected <category>/best/model.safetensors + config.json from draem-zoo search)")
-    if not org or "/" in org:
-        raise DraemZooError(f"--org {org!r}: give the Hub user or organisation name, e.g. --org acme")
+    check_names(org, prefix, wanted)
     releases = []
     for cat in wanted:
         model_dir = results / cat / "best"
-        cfg = json.loads((model_dir / CONFIG).read_text())
+        cfg, digests = _checked_model_dir(model_dir)
         root = ((cfg.get("run") or {}).get("data") or {}).get("root")
         info = dataset_info(root, dataset, license)
         repo_id = f"{org}/{prefix}-{cat}"
-        onnx = _onnx_file(model_dir, cfg, warn)
+        onnx, onnx_sha256 = _onnx_file(model_dir, cfg, warn)
         card = render_card(model_dir, repo_id, info, _search_info(results, cat), onnx=onnx)
         check_card(card)
         test = (cfg.get("metrics") or {}).get("test") or {}
         files: dict[str, bytes | Path] = {WEIGHTS: model_dir / WEIGHTS, CONFIG: model_dir / CONFIG}
-        if onnx:
+        if onnx and onnx_sha256:
             files[ONNX_FILE] = model_dir / ONNX_FILE
+            digests[ONNX_FILE] = onnx_sha256
         files["README.md"] = card.encode()
         releases.append(Release(cat, repo_id, files, card,
                                 {k: test.get(k) for k in ("image_auroc", "pixel_auroc", "pixel_ap", "aupro")},
-                                cfg["model"]["variant"], info["license"]))
+                                cfg["model"]["variant"], info["license"], digests))
     return releases
 
 
@@ -169,19 +224,20 @@ def _changed_files(api, repo_id: str, release: Release) -> list[str]:
     """Files whose content the repository's main branch does not have yet."""
     try:
         remote = {f.path: f for f in api.get_paths_info(repo_id, list(release.files), revision="main")}
-    except Exception:
+    except Exception as exc:
+        if network_cause(exc):
+            raise
         return list(release.files)  # a new or empty repository
     changed = []
     for name, content in release.files.items():
-        data = _bytes(content)
         have = remote.get(name)
         lfs = getattr(have, "lfs", None) if have is not None else None
         if have is None:
             changed.append(name)
         elif lfs is not None:
-            if (lfs.sha256 if hasattr(lfs, "sha256") else lfs.get("sha256")) != hashlib.sha256(data).hexdigest():
+            if (lfs.sha256 if hasattr(lfs, "sha256") else lfs.get("sha256")) != release.digest(name):
                 changed.append(name)
-        elif getattr(have, "blob_id", None) != git_blob_sha1(data):
+        elif getattr(have, "blob_id", None) != git_blob_sha1(_bytes(content)):
             changed.append(name)
     return changed
 
@@ -193,7 +249,9 @@ def _dropped_files(api, repo_id: str, release: Release) -> list[str]:
         return []
     try:
         return [f.path for f in api.get_paths_info(repo_id, wanted, revision="main")]
-    except Exception:
+    except Exception as exc:
+        if network_cause(exc):
+            raise
         return []  # a new or empty repository
 
 
@@ -205,8 +263,29 @@ def _next_tag(api, repo_id: str) -> str:
 
 def publish(releases: list[Release], org: str, prefix: str = "draem-mvtec", private: bool = False,
             log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Upload every release (validated first) and the zoo index; returns what happened per repository."""
+    """Upload every release (validated first) and the zoo index; returns what happened per repository.
+
+    The Hub unreachable (or refusing a request) midway is one DraemZooError that names the endpoint and
+    says which repositories were published before; publishing again finishes the job (unchanged
+    repositories make no new commit)."""
     _token_or_fail()
+    done: list[dict[str, Any]] = []
+    current = [f"{org}/{prefix}-* (the Hub's check of the model cards)"]
+    try:
+        _publish(releases, org, prefix, private, log, done, current)
+    except Exception as exc:
+        ok = [d["repo"] for d in done]
+        after = (f"published before the failure: {', '.join(ok)}; publish again to finish" if ok
+                 else "nothing was uploaded")
+        err = hub_failure(exc, f"publishing {current[-1]}", after)
+        if err is None or err is exc:
+            raise
+        raise err from None
+    return done
+
+
+def _publish(releases: list[Release], org: str, prefix: str, private: bool, log: Callable[[str], None],
+             done: list[dict[str, Any]], current: list[str]) -> None:
     api = HfApi()
     for r in releases:  # every card passes the Hub's validation before anything is uploaded
         try:
@@ -214,8 +293,10 @@ def publish(releases: list[Release], org: str, prefix: str = "draem-mvtec", priv
         except ValueError as exc:
             raise DraemZooError(f"{r.repo_id}: the model card fails the Hub's validation ({exc}); "
                                 "nothing was uploaded") from None
-    done, refs = [], {}
+    refs: dict[str, dict] = {}
     for r in releases:
+        current.append(r.repo_id)
+        r.recheck()
         api.create_repo(r.repo_id, private=private, exist_ok=True)
         changed = _changed_files(api, r.repo_id, r)
         dropped = _dropped_files(api, r.repo_id, r)
@@ -241,8 +322,8 @@ def publish(releases: list[Release], org: str, prefix: str = "draem-mvtec", priv
         log(f"{r.repo_id}: committed {info.oid[:10]} ({', '.join(changed)}), tagged {tag}")
         refs[r.category] = {"revision": info.oid, "tag": tag}
         done.append({"repo": r.repo_id, "changed": True, "revision": info.oid, "tag": tag, "files": changed})
+    current.append(f"{org}/{prefix}-index")
     _publish_index(api, releases, refs, org, prefix, private, log)
-    return done
 
 
 def _publish_index(api, releases, refs, org, prefix, private, log) -> None:
@@ -251,7 +332,9 @@ def _publish_index(api, releases, refs, org, prefix, private, log) -> None:
     try:  # keep categories published earlier that this run did not touch
         old = read_index(org, prefix)
         index["categories"] = {**old.get("categories", {}), **index["categories"]}
-    except DraemZooError:
+    except HubUnreachable:
+        raise
+    except DraemZooError:  # no index yet
         pass
     rows = "\n".join(f"| {c} | [{e['repo']}](https://huggingface.co/{e['repo']}) | {e.get('tag') or '-'} | "
                      f"{'n/a' if (e.get('metrics') or {}).get('image_auroc') is None else round(100 * e['metrics']['image_auroc'], 2)} |"

@@ -4,8 +4,14 @@
 config (architecture, image size, channel order), the scoring config (s_f and
 thresholds), the sha256 of the weights file, the package version, and whatever the
 producer adds about where the model came from (training config, data fingerprint,
-metrics with the split they came from). Loading checks the weights' hash and loads
-the state dict strictly.
+metrics with the split they came from). ``config_sha256`` is the sha256 of the rest
+of config.json in canonical form (:func:`config_digest`), so that an edit of the
+thresholds, s_f or the recorded weights hash is detected like a damaged weights file.
+Loading checks both hashes and loads the state dict strictly; directories written
+before ``config_sha256`` existed load without that check.
+
+Everything that writes or updates a model directory's config.json goes through
+:func:`save_model_dir` or :func:`write_config`, which stamp the hash.
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from ..__about__ import __version__
 from ..config import from_dict, to_dict
 from ..errors import DraemZooError
+from ..files import atomic_write_text, fsync_parent, fsync_tree, ordinary_mode, temp_dir
 from .draem import DraemModel
 from .scoring import ScoreConfig
 from .variants import ModelConfig
@@ -33,6 +39,7 @@ FORMAT = "draem-zoo-model"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+CONFIG_HASH = "config_sha256"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -60,18 +67,74 @@ def state_dict_for_export(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
+def config_digest(cfg: dict[str, Any]) -> str:
+    """sha256 of ``cfg`` without its ``config_sha256``, as canonical JSON (sorted keys, compact
+    separators, ASCII) of what the file holds (tuples as lists, keys as strings)."""
+    body = json.loads(json.dumps({k: v for k, v in cfg.items() if k != CONFIG_HASH}))
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def config_text(cfg: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """``cfg`` stamped with its ``config_sha256``, and the text of config.json for it."""
+    body = json.loads(json.dumps({k: v for k, v in cfg.items() if k != CONFIG_HASH}))
+    stamped = {**body, CONFIG_HASH: config_digest(body)}
+    return stamped, json.dumps(stamped, indent=2) + "\n"
+
+
+def write_config(model_dir: str | Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Write (or replace) ``model_dir/config.json`` atomically with a fresh ``config_sha256``.
+
+    For any code that updates a model directory's config after :func:`save_model_dir` (new
+    thresholds, metrics added later): editing the file any other way makes loading refuse it."""
+    stamped, text = config_text(cfg)
+    atomic_write_text(Path(model_dir) / CONFIG, text)
+    return stamped
+
+
+def check_config(cfg: dict[str, Any], path: str | Path) -> None:
+    """Refuse a config.json whose content no longer matches its ``config_sha256`` (none: written
+    before the hash existed, accepted)."""
+    recorded = cfg.get(CONFIG_HASH)
+    if recorded is None:
+        return
+    digest = config_digest(cfg)
+    if recorded != digest:
+        raise DraemZooError(f"{path}: edited after it was written (its {CONFIG_HASH} {str(recorded)[:12]}... does not "
+                            f"match the content, {digest[:12]}...): thresholds, s_f or hashes in it cannot be "
+                            "trusted; restore it (or download it again), or retrain/re-export the model")
+
+
+def check_weights(model_dir: str | Path, cfg: dict[str, Any]) -> str:
+    """sha256 of ``model_dir/model.safetensors``, refused unless it is the one config.json records."""
+    weights = Path(model_dir) / WEIGHTS
+    if not weights.is_file():
+        raise DraemZooError(f"{model_dir}: {WEIGHTS} is missing")
+    digest = sha256_file(weights)
+    recorded = cfg.get("weights_sha256")
+    if not recorded:
+        raise DraemZooError(f"{Path(model_dir) / CONFIG}: records no weights_sha256, so {weights} cannot be checked; "
+                            "re-export the model (draem-zoo train / search / convert-official)")
+    if digest != recorded:
+        raise DraemZooError(f"{weights}: sha256 {digest[:12]}... does not match config.json ({recorded[:12]}...); "
+                            "the file is corrupt or was altered: download it again, or re-run the export that "
+                            "wrote it")
+    return digest
+
+
 def save_model_dir(model: DraemModel, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` + ``config.json`` into ``out_dir`` (other files there stay).
 
-    Both files are written to a temporary folder first and moved into place with atomic
-    renames, weights first: an interrupted export leaves a weights file whose hash does
-    not match config.json, which loading detects, never a half-written file.
+    Both files are written to a temporary folder first, flushed to disk, and moved into place
+    with atomic renames, weights first: an interrupted export leaves a weights file whose hash
+    does not match config.json, which loading detects, never a half-written file. The files get
+    the modes of the user's umask (0644 under umask 022), like any file the user writes.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export.", dir=out))
+    tmp = temp_dir(out, ".export.")
     try:
         save_file(state_dict_for_export(model), str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        ordinary_mode(tmp / WEIGHTS)  # safetensors creates its files 0600 whatever the umask
         cfg = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -85,15 +148,18 @@ def save_model_dir(model: DraemModel, out_dir: str | Path, extra: dict[str, Any]
             "params": model.num_parameters(),
             **(extra or {}),
         }
-        (tmp / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
+        (tmp / CONFIG).write_text(config_text(cfg)[1])
+        fsync_tree(tmp)  # the data is on disk before any rename points at it
         os.replace(tmp / WEIGHTS, out / WEIGHTS)
         os.replace(tmp / CONFIG, out / CONFIG)
+        fsync_parent(out / CONFIG)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
-def read_config(model_dir: str | Path) -> dict[str, Any]:
+def read_config(model_dir: str | Path, verify: bool = True) -> dict[str, Any]:
+    """config.json of a model directory, checked against its ``config_sha256`` unless ``verify=False``."""
     path = Path(model_dir) / CONFIG
     if not path.is_file():
         raise DraemZooError(f"{model_dir}: not a draem-zoo model directory (no {CONFIG}); expected "
@@ -107,22 +173,20 @@ def read_config(model_dir: str | Path) -> dict[str, Any]:
     if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
         raise DraemZooError(f"{path}: written by a newer draem-zoo (format {cfg['format_version']}); upgrade "
                             "draem-zoo to load it")
+    if verify:
+        check_config(cfg, path)
     return cfg
 
 
 def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> DraemModel:
-    """Rebuild a model from its directory; strict keys, checked weights hash; eval mode."""
+    """Rebuild a model from its directory; strict keys, checked config and weights hashes; eval mode."""
     model_dir = Path(model_dir)
-    cfg = read_config(model_dir)
+    cfg = read_config(model_dir, verify=verify)
     weights = model_dir / WEIGHTS
     if not weights.is_file():
         raise DraemZooError(f"{model_dir}: {WEIGHTS} is missing")
     if verify and cfg.get("weights_sha256"):
-        digest = sha256_file(weights)
-        if digest != cfg["weights_sha256"]:
-            raise DraemZooError(f"{weights}: sha256 {digest[:12]}... does not match config.json "
-                                f"({cfg['weights_sha256'][:12]}...); the file is corrupt or was altered: "
-                                "download it again")
+        check_weights(model_dir, cfg)
     mcfg = from_dict(ModelConfig, cfg["model"], f"{CONFIG}:model")
     # weights come from the file: never fetch or read pretrained encoder weights here
     mcfg = dataclasses.replace(mcfg, pretrained=False, pretrained_file=None, rec_pretrained_file=None)

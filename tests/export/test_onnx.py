@@ -216,6 +216,7 @@ def test_missing_onnx_packages_say_how_to_install(tmp_path, capsys, monkeypatch)
 def test_failed_parity_leaves_the_old_file_and_no_temporary(tmp_path, capsys, monkeypatch):
     d = _model_dir(tmp_path / "m", size=32, filter_size=5)
     (d / "model.onnx").write_bytes(b"previous export")
+    (d / "model.onnx.json").write_text("previous record")
     seen = []
 
     def small_graph(*a, **k):  # any graph will do: the check after writing is what fails here
@@ -234,3 +235,29 @@ def test_failed_parity_leaves_the_old_file_and_no_temporary(tmp_path, capsys, mo
     (parent, name, size), = seen
     assert parent == d and name.startswith(".model.onnx.") and name.endswith(".tmp") and size > 0
     assert (d / "model.onnx").read_bytes() == b"previous export" and _leftovers(d) == ["model.onnx"]
+    assert (d / "model.onnx.json").read_text() == "previous record"
+
+
+def test_export_records_the_file_and_the_weights_it_was_made_from(exported):
+    d, res = exported
+    record = json.loads((d / "model.onnx.json").read_text())
+    cfg = json.loads((d / "config.json").read_text())
+    assert res["record"] == str(d / "model.onnx.json") and record["file"] == "model.onnx"
+    assert record["sha256"] == sha256_file(d / "model.onnx") == res["sha256"]
+    assert record["bytes"] == (d / "model.onnx").stat().st_size
+    assert record["weights_sha256"] == cfg["weights_sha256"] and record["config_sha256"] == cfg["config_sha256"]
+    assert ox.read_record(d / "model.onnx") == record
+
+
+def test_exported_files_follow_the_umask(tmp_path):
+    import os
+
+    d = _model_dir(tmp_path / "m", size=32, filter_size=5)
+    old = os.umask(0o002)
+    try:
+        ox.export_onnx(str(d))
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in d.iterdir() if p.name.startswith("model.onnx")} == {
+        "model.onnx": 0o664, "model.onnx.json": 0o664}
+    assert _leftovers(d) == ["model.onnx"]

@@ -16,6 +16,7 @@ from draem_zoo.cli import parser as cli
 from draem_zoo.data.demo import make_demo_dataset
 from draem_zoo.errors import DraemZooError
 from draem_zoo.hub.publish import build_releases, publish
+from draem_zoo.model.modeldir import write_config
 from draem_zoo.pipeline.runconfig import make_run_config
 from draem_zoo.pipeline.workflow import train_category
 
@@ -85,7 +86,7 @@ def test_hub_republish_unchanged_makes_no_commit_and_a_change_makes_one(results,
     cfg_path = res / "weave" / "best" / "config.json"  # a changed model: new thresholds
     cfg = json.loads(cfg_path.read_text())
     cfg["score"]["image_threshold"] = 0.123
-    cfg_path.write_text(json.dumps(cfg, indent=2))
+    write_config(cfg_path.parent, cfg)  # an update through modeldir keeps config_sha256 valid
     third = publish(_releases(res, categories=["weave"]), ORG, PREFIX, log=lambda m: None)
     assert third[0]["changed"] and third[0]["tag"] == "v2" and third[0]["files"] == ["config.json"]
     assert len(hub_env.hub.commits(f"{ORG}/{PREFIX}-weave")) == before + 1
@@ -99,7 +100,7 @@ def test_hub_revision_pinning(results, hub_env, tmp_path):
     cfg_path = res / "weave" / "best" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["score"]["image_threshold"] = 0.5
-    cfg_path.write_text(json.dumps(cfg, indent=2))
+    write_config(cfg_path.parent, cfg)
     publish(_releases(res, categories=["weave"]), ORG, PREFIX, log=lambda m: None)
     latest = draem_zoo.from_pretrained(f"{ORG}/{PREFIX}-weave")
     v1 = draem_zoo.from_pretrained(f"{ORG}/{PREFIX}-weave", revision="v1")
@@ -193,7 +194,7 @@ def test_hub_mvtec_cards_carry_the_mvtec_license(results, tmp_path):
     cfg_path = res / "weave" / "best" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["run"]["data"]["root"] = "/datasets/mvtec_anomaly_detection"
-    cfg_path.write_text(json.dumps(cfg))
+    write_config(cfg_path.parent, cfg)
     (release,) = build_releases(res, ORG, "draem-mvtec", categories=["weave"])
     assert release.license == "cc-by-nc-sa-4.0"
     assert "license: cc-by-nc-sa-4.0" in release.card and "non-commercial" in release.card
@@ -280,7 +281,7 @@ def test_hub_onnx_published_pulled_and_optional(results, hub_env, tmp_path, caps
     out = json.loads(capsys.readouterr().out)
     assert out["path"] == "model.onnx" and (tmp_path / "line" / "model.onnx").is_file()
     assert out["weights_sha256"] == json.loads((granite / "config.json").read_text())["weights_sha256"]
-    assert sorted(p.name for p in (tmp_path / "line").iterdir()) == ["model.onnx"]
+    assert sorted(p.name for p in (tmp_path / "line").iterdir()) == ["model.onnx", "model.onnx.json"]
 
     # republishing unchanged makes no commit; dropping model.onnx removes it from the repository
     again = publish(_releases(res, categories=["weave"], warn=warnings.append), ORG, PREFIX, log=lambda m: None)
