@@ -130,19 +130,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         _print_metrics(f"{args.category}: test metrics of {args.model}", result)
+        for note in result.get("notes") or []:
+            print(f"note: {note}")
     return 0
 
 
 def _inputs(paths: list[str]) -> list[Path]:
-    from ..data.images import is_image_file
+    from ..data.images import check_link, list_images
 
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(q for q in p.rglob("*") if is_image_file(q))
+            found += list_images(p, recursive=True)  # broken links named, folder links followed once
         elif p.is_file():
             found.append(p)
         else:
+            check_link(p)
             raise DraemZooError(f"{p}: no such file or folder")
     if not found:
         raise DraemZooError(f"no images found in {', '.join(paths)}")
@@ -155,11 +158,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..data.images import read_rgb
     from .visualize import save_overlay
 
+    out = Path(args.out) if args.out else None
+    if out is not None:  # before the model loads: a bad --out fails in a second, not after the first batch
+        if out.exists() and not out.is_dir():
+            raise DraemZooError(f"--out {out}: is a file, not a folder; choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
     model = _load_model(args.model, _device(args.device))
     paths = _inputs(args.inputs)
     size = model.config.image_size
     sc = model.score_config
-    out = Path(args.out) if args.out else None
+    if args.filter_size is not None:
+        from ..model.scoring import check_filter_size
+
+        check_filter_size(args.filter_size, "--filter-size", size)
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start: start + args.batch_size]
         x = torch.stack([read_rgb(p, size) for p in chunk]).float() / 255

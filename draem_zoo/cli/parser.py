@@ -1,8 +1,9 @@
 """The ``draem-zoo`` command line.
 
-Every subcommand is a small function that parses its flags and calls the library; a
-:class:`DraemZooError` (bad input the user can fix) is printed as one clear message
-with exit status 2, without a traceback.
+Every subcommand is a small function that parses its flags and calls the library. An error the
+user can act on (bad input, a full disk, a read-only folder, a damaged file, no GPU, no network) is
+printed as one line with exit status 2, without a traceback (:mod:`.errors`); ``--debug`` or
+``DRAEM_ZOO_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import argparse
 import sys
 
 from ..__about__ import __version__
-from ..errors import DraemZooError
 from .commands import (
     cmd_compare,
     cmd_config,
@@ -29,6 +29,29 @@ from .commands import (
     cmd_train,
     cmd_variants,
 )
+from .errors import debug_enabled, explain
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse prints the flag with the message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give 1 or more")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give 0 or more")
+    return value
+
 
 EPILOG = """start here:
   draem-zoo quickstart                              the whole chain on demo data, a few minutes
@@ -60,9 +83,9 @@ def _add_train(sub) -> None:
     p.add_argument("--category", required=True, metavar="NAME", help="category folder under ROOT")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
     p.add_argument("--variant", default=None, help="model variant (default paper; see draem-zoo variants)")
-    p.add_argument("--iterations", type=int, default=None, help="iteration budget (default: the paper's 700 epochs)")
-    p.add_argument("--image-size", type=int, default=None, help="training size (default 256)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 8)")
+    p.add_argument("--iterations", type=non_negative_int, default=None, help="iteration budget (default: the paper's 700 epochs)")
+    p.add_argument("--image-size", type=positive_int, default=None, help="training size (default 256)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default 8)")
     p.add_argument("--anomaly-source", default=None, metavar="DIR",
                    help="texture folder, e.g. dtd/images (default: procedural textures)")
     p.add_argument("--seed", type=int, default=None)
@@ -91,14 +114,14 @@ def _add_search(sub) -> None:
     p.add_argument("--out", required=True, metavar="RESULTS", help="results folder")
     p.add_argument("--categories", default="all", help="a,b,c or all (default)")
     p.add_argument("--space", default="search_spaces/default.py", help="search-space file")
-    p.add_argument("--trials", type=int, default=16, help="trials per category (default 16)")
+    p.add_argument("--trials", type=positive_int, default=16, help="trials per category (default 16)")
     p.add_argument("--budget", default=None, metavar="BUDGET",
                    help="per trial (ASHA's max_t): iterations per rank (20000) or epochs of the category's training "
                    "images (100ep, '100 epochs'); default: the space's BUDGET")
     p.add_argument("--final-budget", default=None, metavar="BUDGET",
                    help="of the final retraining, as --budget; 0 = the paper's 700 epochs (700 x N images, shared "
                    "by the DDP workers)")
-    p.add_argument("--validations", type=int, default=5,
+    p.add_argument("--validations", type=positive_int, default=5,
                    help="validations (and checkpoints) per run, trial or final, whatever its budget (default 5)")
     p.add_argument("--plan", action="store_true",
                    help="print what the search would cost (iterations, validations, checkpoint bytes, decoding, "
@@ -106,8 +129,8 @@ def _add_search(sub) -> None:
     p.add_argument("--throughput", type=float, default=None, metavar="IMAGES_PER_S",
                    help="with --plan: one accelerator's training images/s (scripts/bench_train.py --e2e), for the "
                    "accelerator-hours")
-    p.add_argument("--final-seeds", type=int, default=1, help="retrain the best config with N seeds (mean ± std)")
-    p.add_argument("--final-workers", type=int, default=None, help="DDP workers of the final retraining")
+    p.add_argument("--final-seeds", type=positive_int, default=1, help="retrain the best config with N seeds (mean ± std)")
+    p.add_argument("--final-workers", type=positive_int, default=None, help="DDP workers of the final retraining")
     p.add_argument("--backbones-final", action="store_true",
                    help="retrain every backbone's best configuration at the final budget (not only the winner's), "
                    "so that the backbone comparison compares final models; export the best of them on validation")
@@ -115,14 +138,14 @@ def _add_search(sub) -> None:
     p.add_argument("--storage", default=None, metavar="PATH_OR_URI",
                    help="Ray storage all nodes see: a shared folder or s3://..., gs://... (default RESULTS/ray)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack small trials")
-    p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers per trial")
+    p.add_argument("--workers-per-trial", type=positive_int, default=1, help="DDP workers per trial")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once per category (default: fits)")
+    p.add_argument("--max-concurrent", type=positive_int, default=None, help="trials at once per category (default: fits)")
     p.add_argument("--lr-scaling", default="none", choices=["none", "linear", "sqrt"],
                    help="scale the learning rate with the number of DDP workers")
     p.add_argument("--sampler", default=None, choices=["tpe", "random", "grid"], help="Optuna sampler override")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--retries", type=int, default=2, help="restarts of a crashed trial from its checkpoint")
+    p.add_argument("--retries", type=non_negative_int, default=2, help="restarts of a crashed trial from its checkpoint")
     p.add_argument("--num-cpus", type=float, default=None, help="CPUs of the embedded Ray (default: all)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed config for every trial")
     p.add_argument("--resume", action="store_true", help="continue the search in RESULTS")
@@ -187,7 +210,7 @@ def _add_zoo(sub) -> None:
                        description="Make a demo dataset, run a short search on embedded Ray, export the best model "
                        "per category, render model cards, write a local zoo, predict and draw overlays.")
     p.add_argument("--out", default=None, metavar="DIR", help="where to put everything (default: a temp folder)")
-    p.add_argument("--trials", type=int, default=4, help="search trials per category (default 4)")
+    p.add_argument("--trials", type=positive_int, default=4, help="search trials per category (default 4)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_quickstart)
 
@@ -210,9 +233,9 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--anomaly-source", default=None, metavar="DIR", help="DTD's images/ folder (the paper's source)")
     p.add_argument("--categories", default="all", help="a,b,c or all (default)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0); mean ± std over them")
-    p.add_argument("--iterations", type=int, default=0, help="iterations per run (default 0: the paper's 700 epochs)")
+    p.add_argument("--iterations", type=non_negative_int, default=0, help="iterations per run (default 0: the paper's 700 epochs)")
     p.add_argument("--variant", default="paper", help="model variant (default paper)")
-    p.add_argument("--image-size", type=int, default=256, help="image size (default 256, the paper's)")
+    p.add_argument("--image-size", type=positive_int, default=256, help="image size (default 256, the paper's)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other config key")
     p.add_argument("--protocol", default="zoo", choices=("zoo", "paper", "both"),
@@ -230,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="DRAEM surface anomaly detection: train, search, evaluate and share models.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"draem-zoo {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also DRAEM_ZOO_DEBUG=1); anywhere on the line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("describe", help="list the categories of a dataset root with image counts")
@@ -249,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="ROOT")
     p.add_argument("--category", required=True, metavar="NAME")
     p.add_argument("--filter-size", type=int, default=None, help="headline s_f (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_evaluate)
@@ -261,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--out", default=None, metavar="DIR", help="write overlay PNGs here")
     p.add_argument("--filter-size", type=int, default=None, help="mean-filter size s_f (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
 
@@ -282,26 +307,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rec", metavar="REC.pckl", help="reconstructive sub-network checkpoint")
     p.add_argument("seg", metavar="SEG.pckl", help="discriminative sub-network checkpoint (the _seg file)")
     p.add_argument("out_dir", metavar="OUT_DIR", help="model directory to write")
-    p.add_argument("--image-size", type=int, default=256, help="input size the model runs at (default 256)")
+    p.add_argument("--image-size", type=positive_int, default=256, help="input size the model runs at (default 256)")
     p.set_defaults(func=cmd_convert_official)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_enabled("--debug" in argv)
+    args = parser.parse_args([a for a in argv if a != "--debug"])
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
     try:
         return int(args.func(args) or 0)
-    except DraemZooError as exc:
-        print(f"draem-zoo {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"draem-zoo {args.command}: interrupted; with train, --resume continues from the last checkpoint",
               file=sys.stderr)
         return 130
+    except Exception as exc:
+        message = explain(exc, args.command)
+        if message is None or debug:
+            raise
+        print(f"draem-zoo {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

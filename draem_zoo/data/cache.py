@@ -6,7 +6,8 @@ them (in parallel) and writes each stack as one safetensors file; later runs on 
 it in a fraction of a second. The key is a sha256 over the files' bytes (in order), the size and
 how they were decoded, so an edited image, another size or another resize rule is a new entry,
 and identical data in two places shares one. A lock file makes concurrent runs on one node
-decode once; a damaged entry is decoded again.
+decode once; a damaged entry is decoded again. Entries get the modes of ordinary files under the
+user's umask (0644 under umask 022), so that others sharing a node-local cache can read them.
 
 ``DRAEM_ZOO_CACHE`` names the folder (default ``~/.cache/draem_zoo``; point it at a node-local
 disk); ``DRAEM_ZOO_CACHE=off`` decodes every time.
@@ -18,7 +19,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from ..files import ordinary_mode, temp_file
 
 CACHE_ENV = "DRAEM_ZOO_CACHE"
 VERSION = 1  # bump when decoding changes what a file decodes to
@@ -100,9 +102,9 @@ def cached_stack(paths: Sequence[Path | None], recipe: str, decode: Callable[[],
         images = decode()
         tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{entry.name}.", dir=root)
-            os.close(fd)
-            save_file({"images": images.contiguous()}, tmp, metadata={"recipe": recipe, "count": str(len(paths))})
+            tmp = temp_file(root, f".{entry.name}.")  # the user's umask (0644 under 022), not mkstemp's 0600
+            save_file({"images": images.contiguous()}, str(tmp), metadata={"recipe": recipe, "count": str(len(paths))})
+            ordinary_mode(tmp)  # safetensors writes a new file (0600) in its place
             os.replace(tmp, entry)
         except OSError:  # a full disk: the run goes on without the cache
             if tmp:

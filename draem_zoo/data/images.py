@@ -2,21 +2,33 @@
 
 Any mode PIL reads becomes RGB: grayscale (L, I;16, I, F) is scaled to 8 bits and
 repeated over three channels, palette and CMYK images are converted, alpha is dropped
-(composited over black). EXIF orientation is applied. Resizing uses PIL's bilinear
-filter, which antialiases when shrinking; masks use nearest-neighbour.
+(composited over black). EXIF orientation is applied (to masks too), and sizes are the displayed
+(EXIF-applied) ones. Resizing uses PIL's bilinear filter, which antialiases when shrinking; masks
+use nearest-neighbour.
+
+Every file is opened through :func:`open_header`, which refuses an image above the pixel limit
+(``DRAEM_ZOO_MAX_PIXELS``, default 16384 x 16384) by name from its header, before anything is
+decoded; PIL's own decompression-bomb check is lifted to that limit, so it never fires first.
+Folders are listed by :func:`list_images`: a dangling or looping symbolic link with an image
+suffix is an error naming it, never a file that silently goes missing.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .opencv_resize import resize_linear, resize_mask_like_draem
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -25,19 +37,143 @@ RESIZE_RECIPES = {"pil": ("pil-bilinear-antialiased", "nearest"), "opencv": ("op
 RGB_RESIZE, MASK_RESIZE = RESIZE_RECIPES["pil"]
 
 
+MAX_PIXELS_ENV = "DRAEM_ZOO_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 16384 * 16384
+ORIENTATION = 0x0112  # the EXIF orientation tag
+_TURNS = {2: "mirrored", 3: "rotated 180°", 4: "flipped upside down", 5: "mirrored and rotated 90°",
+          6: "rotated 90° clockwise", 7: "mirrored and rotated 90°", 8: "rotated 90° counter-clockwise"}
+_PIL_LIMIT = threading.Lock()  # guards the moments PIL's global bomb limit is lifted for a header read
+
+
 def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image; a corrupt or truncated file raises DataError."""
-    path = Path(path)
+def max_pixels() -> int:
+    """The pixel limit: ``DRAEM_ZOO_MAX_PIXELS`` (a count, or WIDTHxHEIGHT), default 16384 x 16384."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    m = re.fullmatch(r"(\d+)(?:\s*[x*]\s*(\d+))?", raw.replace("_", "").replace(",", "").lower())
+    value = int(m[1]) * int(m[2] or 1) if m else 0
+    if value < 1:
+        raise ConfigError(f"{MAX_PIXELS_ENV}={raw!r}: not a pixel count; set it to a positive number of pixels "
+                          f"(e.g. {DEFAULT_MAX_PIXELS}) or WIDTHxHEIGHT (e.g. 16384x16384), or unset it")
+    return value
+
+
+def broken_link(path: Path) -> str | None:
+    """Why the symbolic link ``path`` cannot be followed ("dangling", "loop" or the OS's reason);
+    None when ``path`` is not a symbolic link or its target is there."""
     try:
-        with Image.open(path) as im:
+        if not path.is_symlink():
+            return None
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "loop"
+        return "dangling" if exc.errno in (errno.ENOENT, errno.ENOTDIR) else (exc.strerror or str(exc))
+    return None
+
+
+def check_link(path: Path) -> None:
+    """A DataError naming a dangling or looping symbolic link, where it points and the fix."""
+    why = broken_link(path)
+    if why is None:
+        return
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    where = target if os.path.isabs(target) else f"{target} (that is {os.path.normpath(path.parent / target)})"
+    if why == "loop":
+        raise DataError(f"{path}: symbolic link loop: it points to {where}, which leads back to itself and never to "
+                        "a file; remove the link or point it at the real file")
+    if why == "dangling":
+        raise DataError(f"{path}: dangling symbolic link: it points to {where}, which does not exist; remove the "
+                        "link or fix its target")
+    raise DataError(f"{path}: symbolic link to {where} cannot be followed ({why}); remove the link or fix its target")
+
+
+def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` (none if it is not a folder), sorted; hidden names are skipped.
+
+    A dangling or looping symbolic link with an image suffix (or ``folder`` itself as one) is a
+    DataError naming it. ``recursive`` descends into sub-folders, following folder links, each real
+    folder once: a link back to a folder above cannot make the listing go on forever."""
+    folder = Path(folder)
+    check_link(folder)
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    todo = [folder] if folder.is_dir() else []
+    while todo:
+        here = todo.pop()
+        try:
+            st = here.stat()
+            entries = list(here.iterdir())
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        for p in entries:
+            if p.name.startswith("."):
+                continue
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                check_link(p)
+                if p.is_file():
+                    found.append(p)
+                    continue
+            if recursive and p.is_dir():
+                todo.append(p)
+    return sorted(found)
+
+
+def _too_big(path: Path, w: int, h: int, limit: int) -> DataError:
+    return DataError(
+        f"{path}: {w}x{h} = {w * h:,} pixels, above the limit of {limit:,} pixels; refused before decoding (it "
+        f"could be a decompression bomb). Shrink the image, or if it is genuine raise the limit: "
+        f"{MAX_PIXELS_ENV}={w * h} (pixels, or WIDTHxHEIGHT)")
+
+
+def open_header(path: str | Path, limit: int | None = None) -> ImageFile.ImageFile:
+    """Open an image lazily (its header only: nothing is decoded) and refuse it, as a DataError
+    naming it, when it has more than ``limit`` (default :func:`max_pixels`) pixels.
+
+    PIL's own decompression-bomb check is lifted while the header is read, so the refusal is ours
+    and names the file, and PIL's limit is raised to ours, so that decoding an image we accept
+    never trips it. PIL's errors (missing, unidentified file) pass through to the caller."""
+    path = Path(path)
+    limit = max_pixels() if limit is None else limit
+    with _PIL_LIMIT:
+        pil_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = None if pil_limit is None else max(pil_limit, limit)
+    w, h = im.size
+    if w * h > limit:
+        im.close()
+        raise _too_big(path, w, h, limit)
+    return im
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image (EXIF orientation applied); a corrupt or truncated file, or
+    one above the pixel limit, raises DataError."""
+    path = Path(path)
+    limit = max_pixels()
+    try:
+        with open_header(path, limit) as im:
             im.load()
             return ImageOps.exif_transpose(im) or im
     except FileNotFoundError:
+        check_link(path)
         raise DataError(f"{path}: no such file") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: {exc}; refused (limit: {limit:,} pixels): shrink the image, or raise the "
+                        f"limit with {MAX_PIXELS_ENV}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"{path}: cannot decode this image ({type(exc).__name__}: {exc}); the file is corrupt, "
@@ -92,13 +228,58 @@ def read_mask(path: str | Path, size: int | tuple[int, int] | None = None, resiz
     return torch.from_numpy(np.asarray(binary) > 127).unsqueeze(0)
 
 
-def image_size_of(path: str | Path) -> tuple[int, int]:
-    """(height, width) from the header only."""
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says: its stored size and its EXIF orientation (1 = as stored)."""
+
+    height: int
+    width: int
+    orientation: int = 1
+
+    @property
+    def swapped(self) -> bool:
+        """EXIF orientations 5-8 turn the image by 90°: displayed width and height are swapped."""
+        return self.orientation in (5, 6, 7, 8)
+
+    @property
+    def displayed(self) -> tuple[int, int]:
+        """(height, width) as decoded (and as any viewer shows it): the EXIF orientation applied."""
+        return (self.width, self.height) if self.swapped else (self.height, self.width)
+
+    def turn(self) -> str:
+        return _TURNS.get(self.orientation, "as stored")
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF (or XMP) orientation in the header, without decoding the pixels."""
     try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except (UnidentifiedImageError, OSError) as exc:
+        if isinstance(im, PngImagePlugin.PngImageFile) and "exif" not in im.info:
+            exif = Image.Image.getexif(im)  # PNG's getexif would decode the image to find an eXIf chunk after IDAT
+        else:
+            exif = im.getexif()
+        value = int(exif.get(ORIENTATION, 1))
+    except Exception:  # an unreadable EXIF block: exif_transpose leaves such images as stored too
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def image_header(path: str | Path) -> ImageHeader:
+    """Stored size and EXIF orientation from the header only (pixel limit checked)."""
+    path = Path(path)
+    limit = max_pixels()
+    try:
+        with open_header(path, limit) as im:
+            return ImageHeader(im.size[1], im.size[0], _orientation(im))
+    except FileNotFoundError:
+        check_link(path)
+        raise DataError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot read this image ({exc}); re-export it or remove it") from None
+
+
+def image_size_of(path: str | Path) -> tuple[int, int]:
+    """(height, width) as decoded, EXIF orientation applied, from the header only."""
+    return image_header(path).displayed
 
 
 def read_many(paths: Iterable[Path], reader: Callable[[Path], torch.Tensor], threads: int = 4,

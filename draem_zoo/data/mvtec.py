@@ -11,7 +11,9 @@ configured size (bilinear, antialiased; masks nearest-neighbour) and cached as u
 A seeded validation split holds out a fraction of ``train/good``; ``test/`` is never
 touched by it. Everything is checked before any training starts: a missing folder,
 an empty category, a test image without its mask, a mask of another size than its
-image, and a corrupt file each raise a :class:`DataError` that names the path.
+image (both as displayed, EXIF orientation applied), a dangling or looping symbolic link,
+an image above the pixel limit and a corrupt file each raise a :class:`DataError` that
+names the path.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
 from .cache import cached_stack
-from .images import RESIZE_RECIPES, image_size_of, is_image_file, read_many, read_mask, read_rgb
+from .images import IMAGE_SUFFIXES, RESIZE_RECIPES, ImageHeader, check_link, image_header, list_images, read_many, read_mask, read_rgb
 
 GOOD = "good"
 
@@ -96,7 +98,43 @@ class CategoryData:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
+    return list_images(folder)
+
+
+def _subfolders(folder: Path) -> list[str]:
+    """Names of the sub-folders (defect types) of ``folder``; an entry that is a dangling or looping
+    link (a defect folder that went missing) is a DataError naming it."""
+    if not folder.is_dir():
+        check_link(folder)
+        return []
+    names = []
+    for p in folder.iterdir():
+        if not p.name.startswith(".") and (not p.suffix or p.suffix.lower() in IMAGE_SUFFIXES):
+            check_link(p)
+        if p.is_dir():
+            names.append(p.name)
+    return sorted(names)
+
+
+def check_mask_size(img: Path, mask: Path) -> None:
+    """The mask must have its image's displayed size (both with their EXIF orientation applied, as
+    they are decoded); a mask in the stored orientation of an EXIF-rotated image is named as such."""
+    ih, mh = image_header(img), image_header(mask)
+    if ih.displayed == mh.displayed:
+        return
+    (dh, dw), (mdh, mdw) = ih.displayed, mh.displayed
+    if ih.swapped and (mdh, mdw) == (ih.height, ih.width):
+        raise DataError(
+            f"{mask}: mask is {mdw}x{mdh}, the stored size of its image {img}, but that image has EXIF orientation "
+            f"{ih.orientation} ({ih.turn()}): it is read, as any viewer shows it, at {dw}x{dh}, and this mask would not "
+            f"line up with it; save the mask in the image's displayed orientation ({dw}x{dh}), or strip the image's "
+            "EXIF orientation tag (keeping its stored pixels) so that both are read as stored")
+    raise DataError(f"{mask}: mask is {mdw}x{mdh}{_exif_note(mh)} but its image {img} is {dw}x{dh}{_exif_note(ih)}; "
+                    "masks must have their image's size")
+
+
+def _exif_note(h: ImageHeader) -> str:
+    return f" (stored {h.width}x{h.height}, EXIF orientation {h.orientation}: {h.turn()})" if h.swapped else ""
 
 
 def list_categories(root: str | Path) -> list[str]:
@@ -138,6 +176,7 @@ def scan_category(root: str | Path, category: str, val_fraction: float = 0.1, sp
         raise DataError(f"{base}: no category {category!r} under {root}; categories there: "
                         f"{', '.join(have) if have else 'none (expected <root>/<category>/train/good/)'}")
     good = base / "train" / GOOD
+    check_link(good)
     if not good.is_dir():
         raise DataError(f"{good}: missing; a category needs train/good/ with normal images "
                         "(MVTec AD layout: <root>/<category>/train/good/*.png)")
@@ -157,7 +196,9 @@ def scan_category(root: str | Path, category: str, val_fraction: float = 0.1, sp
 
     test, labels, defects, masks = [], [], [], []
     test_dir = base / "test"
-    for d in sorted(p.name for p in test_dir.iterdir() if p.is_dir()) if test_dir.is_dir() else []:
+    for d in _subfolders(test_dir):
+        if d != GOOD:
+            _images_in(base / "ground_truth" / d)  # a broken link among the masks is named, not "no mask"
         for img in _images_in(test_dir / d):
             test.append(img)
             defects.append(d)
@@ -173,10 +214,7 @@ def scan_category(root: str | Path, category: str, val_fraction: float = 0.1, sp
                                     "(non-zero pixels = anomalous; an all-black mask if the defect is not localised)")
                 mask = alt[0]
             if check_sizes:
-                isz, msz = image_size_of(img), image_size_of(mask)
-                if isz != msz:
-                    raise DataError(f"{mask}: mask is {msz[1]}x{msz[0]} but its image {img} is {isz[1]}x{isz[0]}; "
-                                    "masks must have their image's size")
+                check_mask_size(img, mask)
             masks.append(mask)
     return CategoryFiles(root, category, train, val, test, labels, defects, masks)
 

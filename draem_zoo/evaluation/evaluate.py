@@ -3,7 +3,9 @@
 ``compute_maps`` runs the model over uint8 images in batches; ``score_maps`` turns maps,
 labels and masks into the metrics: image AUROC / AP / F1-max for every filter size in
 ``filter_sizes`` (the filter is not trained, so s_f costs no inference), pixel AUROC /
-AP / F1-max and AUPRO (independent of s_f), and per-defect-type image AUROC.
+AP / F1-max and AUPRO (independent of s_f), and per-defect-type image AUROC. ``evaluate_model``
+checks the headline s_f against the model's map size first, and says in ``notes`` which metrics
+could not be computed and why (no anomalous or no normal test images, only empty masks).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..model.draem import DraemModel
-from ..model.scoring import check_filter_size, image_scores_by_size
+from ..model.scoring import check_filter_size, image_scores_by_size, largest_filter
 from .metrics import aupro, image_metrics, pixel_metrics
 from .validation import check_families
 
@@ -120,10 +122,52 @@ def score_maps(maps: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | N
     return out
 
 
+def metric_notes(labels: torch.Tensor, masks: torch.Tensor | None, split: str = "test") -> list[str]:
+    """One line per group of metrics that cannot be computed on this split, saying why (they come out
+    as None: AUROC and AP need both classes)."""
+    y = labels.numpy().astype(bool) if isinstance(labels, torch.Tensor) else np.asarray(labels, dtype=bool)
+    n, n_anom = int(len(y)), int(y.sum())
+    if not n:
+        return [f"no metric: the {split} split has no images"]
+    notes = []
+    if n_anom == 0:
+        notes.append(f"image AUROC/AP/F1-max: the {split} split has no anomalous images (all {n} are under "
+                     f"{split}/good); add {split}/<defect>/ folders with their ground_truth/<defect>/ masks")
+    elif n_anom == n:
+        notes.append(f"image AUROC/AP/F1-max and per-defect AUROC: the {split} split has no normal images (all {n} "
+                     f"are anomalous; {split}/good/ is empty or missing)")
+    if masks is not None:
+        mk = masks.bool()
+        if n_anom == 0:
+            notes.append(f"pixel AUROC/AP/F1-max/AUPRO: no ground-truth masks (there are no anomalous {split} images)")
+        elif not bool(mk.any()):
+            size = "x".join(str(d) for d in mk.shape[-2:][::-1])
+            notes.append(f"pixel AUROC/AP/F1-max/AUPRO: every ground-truth mask is empty (no anomalous pixel in the "
+                         f"{n_anom} masks of the anomalous images at the {size} evaluation size); masks are non-zero "
+                         "where the defect is")
+        elif bool(mk.all()):
+            notes.append("pixel AUROC/AP/F1-max/AUPRO: every pixel of every test image is marked anomalous in the masks "
+                         "(no normal pixels to compare with)")
+    return notes
+
+
 def evaluate_model(model: DraemModel, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
                    defects: list[str], cfg: EvalConfig, filter_size: int | None = None,
                    progress: bool = False, split: str = "test") -> dict:
-    """Maps once, then every metric; headline image metrics at ``filter_size`` (model's s_f)."""
+    """Maps once, then every metric; headline image metrics at ``filter_size`` (the ``--filter-size``
+    given, else the model's s_f), which must fit the model's maps (a ConfigError otherwise, before any
+    inference). Sizes of ``cfg.filter_sizes`` larger than the maps are left out of ``by_filter_size``.
+    ``notes`` lists the metrics that could not be computed, and why."""
+    side = model.config.image_size
+    if filter_size is not None:
+        selected = check_filter_size(filter_size, "--filter-size", side)
+    else:
+        try:
+            selected = check_filter_size(model.score_config.filter_size, "score.filter_size", side)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; this is the model's own s_f (its config.json): evaluate it at another "
+                              "with --filter-size N") from None
+    sizes = tuple(s for s in cfg.filter_sizes if s <= largest_filter(side))
     bar = None
     if progress:
         bar = tqdm(total=len(images), desc=f"evaluating ({split})", unit="img", leave=False)
@@ -132,6 +176,5 @@ def evaluate_model(model: DraemModel, images: torch.Tensor, labels: torch.Tensor
     finally:
         if bar:
             bar.close()
-    selected = filter_size if filter_size is not None else model.score_config.filter_size
-    return {"split": split, **score_maps(maps, labels, masks, cfg.filter_sizes, selected, defects,
-                                         cfg.aupro_fpr_limit)}
+    return {"split": split, **score_maps(maps, labels, masks, sizes, selected, defects, cfg.aupro_fpr_limit),
+            "notes": metric_notes(labels, masks, split)}

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, TrainingDiverged
-from ..model.scoring import image_scores_by_size
+from ..model.scoring import image_scores_by_size, largest_filter
 from ..synthesis.config import SynthesisConfig
 from ..synthesis.textures import TextureBank
 from . import bootstrap as bs
@@ -127,8 +127,9 @@ def validation_metrics(maps: torch.Tensor, vset: ValidationSet, filter_sizes, n_
     """Per-family metrics, the score at every filter size with its bootstrap spread, the chosen s_f.
 
     ``maps`` (K, 1, S, S) may be on any device; the filters and histograms run there, and only
-    per-image scores and histograms come back."""
-    sizes = sorted(set(int(s) for s in filter_sizes))
+    per-image scores and histograms come back. Sizes larger than the maps are left out (at 32 px, 41)."""
+    top = largest_filter(tuple(maps.shape[-2:]))
+    sizes = sorted(set(int(s) for s in filter_sizes if int(s) <= top)) or [top]
     if not bool(torch.isfinite(maps).all()):
         raise TrainingDiverged("the model's anomaly maps on the validation set contain NaN or inf: the model has "
                                "diverged (lower train.lr) or its weights are damaged")

@@ -32,10 +32,27 @@ class ScoreConfig:
         check_filter_size(self.filter_size, "score.filter_size")
 
 
-def check_filter_size(size: int, key: str = "filter_size") -> int:
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size % 2 == 0:
+def largest_filter(image_size: int | tuple[int, int]) -> int:
+    """The largest valid s_f for maps of ``image_size`` (an int: square): the largest odd size <= the shorter side."""
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    side = max(1, min(int(h), int(w)))
+    return side if side % 2 else side - 1
+
+
+def check_filter_size(size: int, key: str = "filter_size", image_size: int | tuple[int, int] | None = None) -> int:
+    """``size`` if it is a valid s_f: an odd integer >= 1 and, when ``image_size`` (the anomaly maps' size,
+    that is the model's input size; an int: square) is given, not larger than it. Otherwise a ConfigError
+    naming ``key`` (the flag or config key it came from), the maps' size and the valid range."""
+    top = None if image_size is None else largest_filter(image_size)
+    h, w = (image_size, image_size) if isinstance(image_size, int) else (image_size or (0, 0))
+    odd = isinstance(size, int) and not isinstance(size, bool) and size >= 1 and size % 2 == 1
+    if odd and (top is None or size <= top):
+        return size
+    if top is None:
         raise ConfigError(f"{key}={size!r}: the mean filter size must be an odd integer >= 1 (1 = no filter)")
-    return size
+    why = (f"larger than the model's {w}x{h} anomaly maps (the filter would average the whole map away and every "
+           "image would score about the same)" if odd else f"not an odd integer (the model's anomaly maps are {w}x{h})")
+    raise ConfigError(f"{key}={size!r}: {why}; s_f must be an odd integer from 1 to {top} (1 = no filter; the paper's is 21)")
 
 
 def mean_filter(maps: torch.Tensor, size: int) -> torch.Tensor:

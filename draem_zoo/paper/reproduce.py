@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ..data.mvtec import scan_category, select_categories
-from ..errors import DraemZooError
+from ..errors import DraemZooError, OutputLocked
 from ..pipeline.runconfig import make_run_config
 from ..pipeline.workflow import changed_settings, train_category
+from ..train.checkpoint import find_checkpoint
 from . import protocols
 from .report import METRICS, NAMES, collect, summarise, write_report
 
@@ -88,11 +89,15 @@ def run_reproduce(opts: ReproduceOptions) -> dict[str, Any]:
             if (run_dir / "config.json").is_file():
                 _say(f"{cat} seed {seed} {proto} ({i}/{len(runs)}): finished earlier, kept")
                 continue
-            resume = (run_dir / "checkpoints" / "last" / "meta.json").is_file()
+            resume = find_checkpoint(run_dir / "checkpoints" / "last") is not None
             _say(f"{cat} seed {seed} ({i}/{len(runs)}): {'resuming' if resume else 'training'} "
                  f"({run.model.variant}, {run.model.image_size} px, {proto} protocol) into {run_dir}")
             t0 = time.monotonic()
-            train_category(run, run_dir, resume=resume, progress=opts.progress, analyze_test=proto == "zoo")
+            try:
+                train_category(run, run_dir, resume=resume, progress=opts.progress, analyze_test=proto == "zoo")
+            except OutputLocked as exc:  # another invocation sharing OUT trains this one: go on to the next
+                _say(f"{cat} seed {seed} {proto}: skipped, {exc}")
+                continue
             (run_dir / "wall_seconds.json").write_text(json.dumps({"seconds": round(time.monotonic() - t0, 1)}))
             write_report(out, opts.command)  # after every run: nothing lost if the next one fails
     report = write_report(out, opts.command)

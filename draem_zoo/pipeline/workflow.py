@@ -24,12 +24,13 @@ from ..evaluation.bootstrap import beats
 from ..evaluation.evaluate import compute_maps, score_maps
 from ..evaluation.thresholds import compute_thresholds
 from ..evaluation.validation import TEXTURE_KEYS, make_validation_set, reference_synthesis, validation_metrics
+from ..files import OutputLock
 from ..model.draem import DraemModel, build_model
 from ..model.modeldir import parameters_digest, save_model_dir
 from ..model.scoring import ScoreConfig
 from ..synthesis.config import SynthesisConfig
 from ..synthesis.simulator import AnomalySynthesizer, load_textures, make_generator
-from ..train.checkpoint import load_checkpoint
+from ..train.checkpoint import find_checkpoint, load_checkpoint
 from ..train.trainer import Trainer, resolve_device
 from .runconfig import RunConfig
 
@@ -62,7 +63,7 @@ def changed_settings(out: Path, run: RunConfig) -> list[str]:
 
 
 def _check_resume(out: Path, run: RunConfig, resume: bool) -> None:
-    has_ckpt = (out / "checkpoints" / "last" / "meta.json").is_file()
+    has_ckpt = find_checkpoint(out / "checkpoints" / "last") is not None
     if has_ckpt and not resume:
         raise DraemZooError(f"{out}: holds a checkpoint of an earlier run; pass --resume to continue it, or "
                             "choose another --out")
@@ -86,6 +87,18 @@ def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, pr
     dist = dist or Distributed()
     out = Path(out_dir)
     device = dist.device or resolve_device(run.train.device)
+    if not dist.is_main:
+        return _train(run, out, device, resume, progress, callbacks, dist, evaluate_test, analyze_test)
+    if out.exists() and not out.is_dir():
+        raise DraemZooError(f"--out {out}: is a file, not a folder; choose another --out")
+    # one writer per model folder: a second `train --resume` into it stops here, naming the first
+    with OutputLock(out, "this model folder"):
+        return _train(run, out, device, resume, progress, callbacks, dist, evaluate_test, analyze_test)
+
+
+def _train(run: RunConfig, out: Path, device: torch.device, resume: bool, progress: bool,
+           callbacks: list[Callable[[dict], None]] | None, dist: Distributed, evaluate_test: bool,
+           analyze_test: bool) -> dict[str, Any]:
     size = run.model.image_size
     # every file is checked first; each split is decoded once per node (the cache), and only what this
     # process uses: DDP ranks other than 0 train and never validate or test

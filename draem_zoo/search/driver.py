@@ -25,6 +25,7 @@ from typing import Any
 from ..__about__ import __version__
 from ..data.mvtec import scan_category, select_categories
 from ..errors import DraemZooError
+from ..files import OutputLock, swap_in
 from ..pipeline.runconfig import make_run_config
 from ..pipeline.workflow import validation_recipe
 from ..train.budget import parse_budget
@@ -208,9 +209,8 @@ def _copy_best(final: list[dict[str, Any]], dest: Path) -> dict[str, Any] | None
         staging.mkdir(parents=True)
         for name in ("model.safetensors", "config.json", "history.json"):
             if (Path(local) / name).is_file():
-                shutil.copy2(Path(local) / name, staging / name)
-        shutil.rmtree(dest, ignore_errors=True)
-        staging.replace(dest)
+                shutil.copyfile(Path(local) / name, staging / name)  # the user's umask, not the trial's modes
+        swap_in(staging, dest)  # the old best stays until the new one is complete and in place
     return best
 
 
@@ -219,7 +219,13 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
         return plan_search(opts)
     pre = preflight(opts)
     out: Path = pre["out"]
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise DraemZooError(f"--out {out}: is a file, not a folder; choose another --out")
+    with OutputLock(out, "this search"):  # one driver per results folder; a killed one's lock is taken over
+        return _run_search(opts, pre, out)
+
+
+def _run_search(opts: SearchOptions, pre: dict[str, Any], out: Path) -> dict[str, Any]:
     meta_path = out / "search.json"
     if opts.resume:
         meta = json.loads(meta_path.read_text())
@@ -233,10 +239,21 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
                 "final_budget": str(pre["final_budget"]),
                 "categories": pre["categories"], "storage": pre["storage"], "base": pre["base"].to_dict()}
         results.write_json(meta_path, meta)
+    if not opts.address:
+        from .cleanup import reap_ray_processes
+
+        left = reap_ray_processes(out)
+        if left:
+            print(f"stopped {len(left)} Ray processes left running by the earlier, killed driver of {out}",
+                  file=sys.stderr)
     started_ray = _start_ray(opts)
     import ray
 
+    from .cleanup import forget_ray_processes, record_ray_processes
+
     try:
+        if started_ray:
+            record_ray_processes(out)
         res = _check_cluster(opts)
         from .category import CategorySearch  # imports Ray Tune: only once Ray runs
 
@@ -279,6 +296,8 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
             status = {"search_id": meta["search_id"], "state": "running" if pending else "done",
                       "updated": time.time(), "trials_per_category": opts.trials, "categories": snapshots}
             results.write_json(out / "status.json", status)
+            if started_ray:  # Ray starts some of its agents late: the record follows
+                record_ray_processes(out)
             if log:
                 log.show(status)
         tables = results.write_tables(out)
@@ -295,3 +314,4 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
         finally:
             if started_ray:
                 ray.shutdown()
+                forget_ray_processes(out)

@@ -111,6 +111,12 @@ class SpaceFunction:
         return self.namespace["space"](trial)
 
 
+# what every report of a trial carries to Tune (search/trial.py), so what a space may select on (ASHA
+# compares trials at every rung); test metrics are never among them
+TRIAL_METRICS = frozenset({"best_val_score", "val_score", "val_filter_size", "val_saturation", "val_tie", "loss",
+                           "l2", "ssim", "focal", "it_per_s"})
+
+
 def load_space(path: str | Path) -> SearchSpace:
     path = Path(path)
     if not path.is_file():
@@ -130,6 +136,9 @@ def load_space(path: str | Path) -> SearchSpace:
         raise DraemZooError(f"{path}: METRIC = {metric!r}: a search selects on validation data only; test "
                             "metrics are for reporting (use best_val_score; a single `draem-zoo train --set "
                             "eval.select_on=test` is the one way to select on test, and the export says so)")
+    if metric not in TRIAL_METRICS:  # Tune would wait for it, then fail every trial inside Ray
+        raise DraemZooError(f"{path}: METRIC = {metric!r}: trials never report it; choose one of "
+                            f"{', '.join(sorted(TRIAL_METRICS))} (best_val_score is the default)")
     mode = module.get("MODE", "max")
     if mode not in ("max", "min"):
         raise DraemZooError(f"{path}: MODE = {mode!r}; use 'max' or 'min'")

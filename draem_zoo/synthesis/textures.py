@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.cache import cached_stack
-from ..data.images import RGB_RESIZE, is_image_file, read_many, read_rgb
+from ..data.images import RGB_RESIZE, list_images, read_many, read_rgb
 from ..errors import DataError
 from .perlin import perlin_noise
 
@@ -32,7 +32,7 @@ def find_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"{folder}: the anomaly source folder does not exist; give a folder of texture images "
                         "(e.g. DTD's dtd/images) or leave it out to use procedural textures")
-    return sorted(p for p in folder.rglob("*") if is_image_file(p))
+    return list_images(folder, recursive=True)  # a broken link is named; folder links are followed once
 
 
 class TextureBank:

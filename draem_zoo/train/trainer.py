@@ -11,13 +11,18 @@ on the device, synthesises anomalies there, and steps. Every ``report_every``
 iterations (0: at validations only) a metrics dict goes to the callbacks (Ray plugs in
 here); ``validations`` times per run (or every ``val_every`` iterations) the validation
 score is computed, the best weights kept and the last checkpoint written atomically, so a
-run of any budget validates a bounded number of times. Ctrl-C or a crash loses at most the work
-since the last checkpoint; ``resume=True`` continues to the same final weights.
+run of any budget validates a bounded number of times. A crash loses at most the work since the
+last checkpoint; Ctrl-C lets the iteration in flight finish, saves, and stops (a second Ctrl-C
+stops at once and discards that iteration); ``resume=True`` continues to the same final weights,
+bit for bit, and says in one line where it resumes from.
 """
 
 from __future__ import annotations
 
 import math
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,11 +35,12 @@ from tqdm import tqdm
 
 from ..compiling import Compiled
 from ..errors import ConfigError, TrainingDiverged
+from ..files import fsync_tree, ordinary_mode
 from ..model.draem import DraemModel
 from ..model.losses import LossConfig, LossTerms
 from ..synthesis.simulator import AnomalySynthesizer, SynthBatch, make_generator
 from .budget import Budget, every
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from .step import ForwardLoss, run_step
 
 PAPER_BATCH = 8
@@ -113,12 +119,27 @@ class TrainConfig:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when there is a GPU), or the device named; a CUDA device that is not there is an error
+    here, before any data is read, rather than a traceback from the first tensor moved to it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device={name!r}: not a device (auto, cpu, cuda, cuda:1, ...)") from None
+        raise ConfigError(f"--device / train.device={name!r}: not a device (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {name}: no CUDA GPU is available here (torch.cuda.is_available() is False; "
+                              f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use --device cpu "
+                              "or auto, or check the GPU with nvidia-smi")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"--device {name}: this machine has {count} CUDA GPU(s), numbered 0 to {count - 1}")
+    elif device.type not in ("cpu", "mps", "xpu", "meta"):
+        if not getattr(torch, device.type, None) or not getattr(getattr(torch, device.type), "is_available",
+                                                                  lambda: False)():
+            raise ConfigError(f"--device {name}: no {device.type} device is available here; use --device cpu or auto")
+    return device
 
 
 def train_step(model: DraemModel, batch: SynthBatch, optimizer: torch.optim.Optimizer, loss_cfg: LossConfig,
@@ -147,6 +168,7 @@ def make_step(net: torch.nn.Module, loss_cfg: LossConfig, autocast_dtype: torch.
 
 
 Callback = Callable[[dict[str, Any]], None]
+_NOT_INSTALLED = object()
 
 
 class Trainer:
@@ -200,13 +222,16 @@ class Trainer:
                 path = self.workdir / "checkpoints" / f"rng-rank{self.rank}.safetensors"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 save_file({k: v.cpu() for k, v in self.rng_state().items()}, str(path.with_suffix(".tmp")))
+                ordinary_mode(path.with_suffix(".tmp"))
+                fsync_tree(path.with_suffix(".tmp"))
                 path.with_suffix(".tmp").replace(path)
             return
         meta = {"iteration": self.iteration, "total": self.total, "best": self.best, "history": self.history}
         save_checkpoint(self.workdir / "checkpoints" / which, self.model,
                         self.optimizer if which == "last" else None, self.rng_state() if which == "last" else {}, meta)
 
-    def restore(self) -> None:
+    def restore(self) -> str:
+        """Load ``checkpoints/last`` (or its backup after a save cut between its renames); where from."""
         rng, meta = load_checkpoint(self.workdir / "checkpoints" / "last", self.model, self.optimizer)
         self.resumed_from = int(meta["iteration"])
         if meta.get("total") != self.total:
@@ -220,19 +245,51 @@ class Trainer:
         self.sampler.set_state(rng["sampler"])
         self.synth.generator.set_state(rng["synthesis"])
         torch.set_rng_state(rng["torch"])
+        return meta["loaded_from"]
 
     def has_checkpoint(self) -> bool:
-        return (self.workdir / "checkpoints" / "last" / "meta.json").is_file()
+        return find_checkpoint(self.workdir / "checkpoints" / "last") is not None
+
+    def _resume(self) -> None:
+        where = self.workdir / "checkpoints"
+        if not self.has_checkpoint():
+            self._say(f"--resume: no checkpoint in {where}; starting afresh")
+            return
+        source = self.restore()
+        note = ("" if Path(source).name == "last" else
+                f" (from {source}: {where / 'last'} is missing or damaged; a save was cut short)")
+        self._say(f"resuming from iteration {self.iteration} of {self.total}{note}")
+
+    def _say(self, message: str) -> None:
+        if self.is_main:
+            print(message, file=sys.stderr, flush=True)
+
+    def _catch_ctrl_c(self) -> tuple[dict[str, bool], Any]:
+        """Ctrl-C sets a flag that the loop reads between iterations (in the main thread only; elsewhere,
+        e.g. in a Ray Train worker, signals are not delivered to Python and nothing is installed)."""
+        flag = {"stop": False}
+        if threading.current_thread() is not threading.main_thread():
+            return flag, _NOT_INSTALLED
+
+        def on_sigint(signum, frame):
+            if flag["stop"]:  # the second Ctrl-C: stop now, the iteration in flight is discarded
+                raise KeyboardInterrupt
+            flag["stop"] = True
+            self._say("\ninterrupted: finishing this iteration and saving a checkpoint (Ctrl-C again to stop now, "
+                      "losing the work since the last checkpoint)")
+
+        return flag, signal.signal(signal.SIGINT, on_sigint)
 
     # -- loop ----------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
-        if resume and self.has_checkpoint():
-            self.restore()
+        if resume:
+            self._resume()
         bar = None
         if self.progress:
             bar = tqdm(total=self.total, initial=self.iteration, desc="training", unit="it", dynamic_ncols=True)
         sums: dict[str, torch.Tensor] = {}
         count, t0, started = 0, time.perf_counter(), time.perf_counter()
+        interrupt, previous_handler = self._catch_ctrl_c()
         try:
             while self.iteration < self.total:
                 lr = self.cfg.lr_at(self.iteration, self.total) * self.lr_scale
@@ -276,10 +333,16 @@ class Trainer:
                 if record is not None:
                     for cb in self.callbacks:
                         cb(dict(record, total=self.total, checkpointed=do_ckpt))
-        except KeyboardInterrupt:
-            self.save("last")
-            raise
+                if interrupt["stop"]:  # between iterations: every state belongs to this iteration
+                    if not do_ckpt:
+                        self._check_finite(sums, lr)
+                        self.save("last")
+                    self._say(f"checkpoint saved at iteration {self.iteration} of {self.total}; "
+                              "--resume continues from it")
+                    raise KeyboardInterrupt
         finally:
+            if previous_handler is not _NOT_INSTALLED:
+                signal.signal(signal.SIGINT, previous_handler if previous_handler is not None else signal.SIG_DFL)
             if bar:
                 bar.close()
         return {"iterations": self.total, "world_size": self.world_size,

@@ -99,3 +99,23 @@ def test_cache_off_damaged_entries_and_one_decode_for_concurrent_runs(monkeypatc
     assert cached_stack(paths, "r", decode)[1] == "decoded" and made["n"] == 3
     assert cached_stack(paths, "r", decode)[1] == "cache" and made["n"] == 3
     assert cached_stack(paths, "other recipe", decode)[1] == "decoded"  # how it was decoded is part of the key
+
+
+def test_cache_entries_follow_the_umask(monkeypatch, tmp_path):
+    import os
+    import stat
+
+    paths = [tmp_path / "a.bin"]
+    paths[0].write_bytes(b"a")
+    monkeypatch.setenv("DRAEM_ZOO_CACHE", str(tmp_path / "cache"))
+    old = os.umask(0o022)
+    try:
+        assert cached_stack(paths, "shared", lambda: torch.zeros(1, 2, dtype=torch.uint8))[1] == "decoded"
+        os.umask(0o002)
+        assert cached_stack(paths, "group", lambda: torch.ones(1, 2, dtype=torch.uint8))[1] == "decoded"
+    finally:
+        os.umask(old)
+    modes = sorted(stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "cache").glob("*.safetensors"))
+    assert modes == [0o644, 0o664]  # an ordinary file's modes, not mkstemp's 0600
+    assert not list((tmp_path / "cache").glob(".*"))  # no temporary file left behind
+    assert cached_stack(paths, "group", lambda: torch.ones(1, 2, dtype=torch.uint8))[1] == "cache"

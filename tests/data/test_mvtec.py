@@ -89,3 +89,89 @@ def test_corrupt_image_is_named_before_training(root):
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(DataError, match=r"stain/000.png"):
         load_category(DataConfig(str(root), "weave"), 32)
+
+
+def test_broken_symlinks_are_named_not_skipped(root, tmp_path):
+    weave = root / "weave"
+    good = weave / "train" / "good" / "link.png"
+    good.symlink_to(tmp_path / "moved" / "img.png")
+    with pytest.raises(DataError, match=r"train/good/link.png: dangling symbolic link: it points to .*moved/img.png, "
+                                        r"which does not exist; remove the link or fix its target"):
+        scan_category(root, "weave")
+    with pytest.raises(DataError, match=r"link.png: dangling symbolic link"):
+        describe(root)  # the counts do not just shrink
+    good.unlink()
+    (weave / "test" / "hole" / "9.png").symlink_to("9.png")
+    with pytest.raises(DataError, match=r"test/hole/9.png: symbolic link loop: it points to 9.png"):
+        scan_category(root, "weave")
+    (weave / "test" / "hole" / "9.png").unlink()
+    mask = weave / "ground_truth" / "hole" / "001_mask.png"
+    mask.unlink()
+    mask.symlink_to("../../../masks/001_mask.png")
+    with pytest.raises(DataError, match=r"ground_truth/hole/001_mask.png: dangling symbolic link: it points to "
+                                        r"\.\./\.\./\.\./masks/001_mask.png \(that is .*/masks/001_mask.png\)"):
+        scan_category(root, "weave")
+    mask.unlink()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(mask)
+    (weave / "test" / "crack").symlink_to(tmp_path / "crack-on-another-disk")
+    with pytest.raises(DataError, match=r"test/crack: dangling symbolic link"):
+        scan_category(root, "weave")
+
+
+def test_folder_symlink_loops_do_not_hang_the_listing(root):
+    weave = root / "weave"
+    before = scan_category(root, "weave").counts()
+    (weave / "train" / "good" / "again").symlink_to("..")
+    (weave / "test" / "good" / "loop").symlink_to(".")
+    (weave / "test" / "hole" / "up").symlink_to("../..")
+    assert scan_category(root, "weave").counts() == before
+
+
+def exif_category(tmp_path, mask: np.ndarray, mask_orientation: int | None = None):
+    """A category whose one defect image is stored 40x24 with EXIF orientation 6 (shown turned 90° clockwise,
+    24x40), bright in its stored top-left corner: shown in the top-right one."""
+    base = tmp_path / "exif" / "cat"
+    for sub in ("train/good", "test/good", "test/crack", "ground_truth/crack"):
+        (base / sub).mkdir(parents=True)
+    Image.fromarray(np.full((24, 40, 3), 90, np.uint8)).save(base / "train" / "good" / "000.png")
+    Image.fromarray(np.full((24, 40, 3), 90, np.uint8)).save(base / "test" / "good" / "000.png")
+    stored = np.zeros((24, 40, 3), np.uint8)
+    stored[0:8, 0:10] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(base / "test" / "crack" / "000.png", exif=exif.tobytes())
+    extra = {}
+    if mask_orientation:
+        exif = Image.Exif()
+        exif[0x0112] = mask_orientation
+        extra["exif"] = exif.tobytes()
+    Image.fromarray(mask).save(base / "ground_truth" / "crack" / "000_mask.png", **extra)
+    return base.parent
+
+
+def test_masks_are_checked_against_the_displayed_exif_orientation(tmp_path):
+    drawn = np.zeros((40, 24), np.uint8)  # drawn on the image as it is displayed: 24 wide, 40 high
+    drawn[0:10, 16:24] = 255
+    root = exif_category(tmp_path / "a", drawn)
+    data = load_category(DataConfig(str(root), "cat", val_fraction=0.0), 32)
+    img, m = data.test[data.test_labels == 1][0, 0], data.test_masks[data.test_labels == 1][0, 0]
+    assert int(m.sum()) > 0 and float(img[m].float().mean()) > 200 and float(img[~m].float().mean()) < 30
+
+    own = np.zeros((24, 40), np.uint8)  # stored as the image is, with the same EXIF orientation: fine too
+    own[0:8, 0:10] = 255
+    root = exif_category(tmp_path / "b", own, mask_orientation=6)
+    data = load_category(DataConfig(str(root), "cat", val_fraction=0.0), 32)
+    img, m = data.test[data.test_labels == 1][0, 0], data.test_masks[data.test_labels == 1][0, 0]
+    assert int(m.sum()) > 0 and float(img[m].float().mean()) > 200 and float(img[~m].float().mean()) < 30
+
+    root = exif_category(tmp_path / "c", own)  # stored orientation, no EXIF: it would be misaligned
+    with pytest.raises(DataError, match=r"ground_truth/crack/000_mask.png: mask is 40x24, the stored size of its image "
+                                        r".*test/crack/000.png, but that image has EXIF orientation 6 \(rotated 90° "
+                                        r"clockwise\): it is read, as any viewer shows it, at 24x40.*save the mask in "
+                                        r"the image's displayed orientation \(24x40\), or strip the image's EXIF"):
+        scan_category(root, "cat")
+    root = exif_category(tmp_path / "d", np.zeros((30, 30), np.uint8))
+    with pytest.raises(DataError, match=r"000_mask.png: mask is 30x30 but its image .*000.png is 24x40 \(stored 40x24, "
+                                        r"EXIF orientation 6: rotated 90° clockwise\); masks must have their image's size"):
+        scan_category(root, "cat")
+

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +18,7 @@ from draem_zoo.data.demo import make_demo_dataset
 from draem_zoo.errors import DraemZooError
 from draem_zoo.pipeline.runconfig import make_run_config
 from draem_zoo.pipeline.workflow import train_category
+from draem_zoo.train import trainer as trainer_mod
 
 TINY = ["model.rec_width=4", "model.disc_width=4", "model.image_size=32", "train.batch_size=4",
         "eval.filter_sizes=1,5,11", "eval.batch_size=32", "synthesis.procedural_textures=8"]
@@ -70,10 +75,26 @@ def test_train_export_load_evaluate_predict(root, tmp_path, capsys):
         assert rec["anomalous"] == (rec["score"] >= thr)  # the stored threshold decides
 
 
-def test_resume_reproduces_an_uninterrupted_run(root, tmp_path):
-    run = tiny_run(root, "train.iterations=8", "train.checkpoint_every=2", "train.val_every=4",
-                   "train.report_every=1", "train.seed=3")
-    train_category(run, tmp_path / "straight", progress=False)
+def _same_weights(a_dir, b_dir):
+    for name in ("checkpoints/last/state.safetensors", "model.safetensors"):
+        a, b = load_file(str(a_dir / name)), load_file(str(b_dir / name))
+        assert set(a) == set(b), name
+        for k in a:
+            assert torch.equal(a[k], b[k]), (str(b_dir), name, k)
+
+
+RESUME = ("train.iterations=8", "train.checkpoint_every=2", "train.val_every=4", "train.report_every=1", "train.seed=3")
+
+
+@pytest.fixture(scope="module")
+def straight(root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight") / "m"
+    train_category(tiny_run(root, *RESUME), out, progress=False)
+    return out
+
+
+def test_resume_reproduces_an_uninterrupted_run(root, tmp_path, straight, monkeypatch, capsys):
+    run = tiny_run(root, *RESUME)
 
     def crash_at(n, exc):
         def cb(rec):
@@ -81,27 +102,94 @@ def test_resume_reproduces_an_uninterrupted_run(root, tmp_path):
                 raise exc
         return cb
 
-    # Ctrl-C at iteration 5: the loop saves iteration 5 before leaving
+    # a real Ctrl-C in the middle of iteration 6 (after its batch was drawn, before the step): the
+    # iteration finishes, is saved, and the run stops; resume is bit-exact
+    real_step = trainer_mod.train_step
+    calls = {"n": 0}
+
+    def step_with_sigint(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(trainer_mod, "train_step", step_with_sigint)
     with pytest.raises(KeyboardInterrupt):
-        train_category(run, tmp_path / "ctrlc", progress=False, callbacks=[crash_at(5, KeyboardInterrupt())])
+        train_category(run, tmp_path / "ctrlc", progress=False)
+    monkeypatch.setattr(trainer_mod, "train_step", real_step)
     meta = json.loads((tmp_path / "ctrlc" / "checkpoints" / "last" / "meta.json").read_text())
-    assert meta["iteration"] == 5
+    assert meta["iteration"] == 6
+    assert "checkpoint saved at iteration 6 of 8" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
     train_category(run, tmp_path / "ctrlc", resume=True, progress=False)
+    assert "resuming from iteration 6 of 8" in capsys.readouterr().err
     # a hard crash at iteration 7: only the periodic checkpoint (6) survives
     with pytest.raises(RuntimeError):
         train_category(run, tmp_path / "crash", progress=False, callbacks=[crash_at(7, RuntimeError("boom"))])
     assert json.loads((tmp_path / "crash" / "checkpoints" / "last" / "meta.json").read_text())["iteration"] == 6
     train_category(run, tmp_path / "crash", resume=True, progress=False)
-
-    ref = load_file(str(tmp_path / "straight" / "checkpoints" / "last" / "state.safetensors"))
     for name in ("ctrlc", "crash"):
-        got = load_file(str(tmp_path / name / "checkpoints" / "last" / "state.safetensors"))
-        assert set(got) == set(ref)
-        for k in ref:
-            assert torch.equal(got[k], ref[k]), (name, k)
-        a = load_file(str(tmp_path / "straight" / "model.safetensors"))
-        b = load_file(str(tmp_path / name / "model.safetensors"))
-        assert all(torch.equal(a[k], b[k]) for k in a)
+        _same_weights(straight, tmp_path / name)
+
+
+def test_crash_between_the_renames_of_a_save_resumes_from_the_backup(root, tmp_path, straight, monkeypatch, capsys):
+    """Killed after `last` -> `.last.old` and before the new folder became `last`: resume uses the backup,
+    says so, and reaches the uninterrupted weights; the next save keeps the backup until `last` exists."""
+    run = tiny_run(root, *RESUME)
+    out = tmp_path / "m"
+    real_replace = os.replace
+    seen = {"n": 0}
+
+    def replace_then_die(src, dst):
+        real_replace(src, dst)
+        if Path(dst).name == ".last.old":
+            seen["n"] += 1
+            if seen["n"] == 2:  # the save at iteration 6 (the one at 4 moved an earlier `last` aside first)
+                raise SystemExit("killed between the renames")
+
+    monkeypatch.setattr(os, "replace", replace_then_die)
+    with pytest.raises(SystemExit):
+        train_category(run, out, progress=False)
+    monkeypatch.setattr(os, "replace", real_replace)
+    ckpts = out / "checkpoints"
+    assert not (ckpts / "last").exists() and (ckpts / ".last.old" / "meta.json").is_file()
+    assert json.loads((ckpts / ".last.old" / "meta.json").read_text())["iteration"] == 4
+    with pytest.raises(DraemZooError, match="pass --resume"):  # the backup counts as a checkpoint
+        train_category(run, out, progress=False)
+    capsys.readouterr()
+    result = train_category(run, out, resume=True, progress=False)
+    assert result["resumed_from"] == 4
+    assert "resuming from iteration 4 of 8 (from" in capsys.readouterr().err
+    assert not (ckpts / ".last.old").exists()
+    _same_weights(straight, out)
+
+
+def test_resume_without_a_checkpoint_says_it_starts_afresh(root, tmp_path, capsys):
+    result = train_category(tiny_run(root, "train.iterations=2"), tmp_path / "m", resume=True, progress=False)
+    assert result["resumed_from"] == 0
+    assert f"--resume: no checkpoint in {tmp_path / 'm' / 'checkpoints'}; starting afresh" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncate-state", "break-meta"])
+def test_a_damaged_checkpoint_is_named_or_the_backup_used(root, tmp_path, capsys, damage):
+    out = tmp_path / "m"
+    argv = ["train", "--data", str(root), "--category", "weave", "--out", str(out), "--iterations", "4",
+            "--image-size", "32", "--batch-size", "4", "--quiet",
+            *[a for s in TINY[:2] + TINY[4:] + ["train.checkpoint_every=2", "train.val_every=2"]
+              for a in ("--set", s)]]
+    assert cli.main(argv) == 0
+    last = out / "checkpoints" / "last"
+    shutil.copytree(last, tmp_path / "intact")
+    victim = last / ("state.safetensors" if damage == "truncate-state" else "meta.json")
+    victim.write_bytes(victim.read_bytes()[:40])
+    capsys.readouterr()
+    assert cli.main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(victim) in err and "damaged" in err, err
+    # with an intact copy beside it (what a save keeps between its renames), resume falls back to it
+    shutil.copytree(tmp_path / "intact", out / "checkpoints" / ".last.old")
+    assert cli.main([*argv, "--resume"]) == 0
+    assert "resuming from iteration 4 of 4 (from" in capsys.readouterr().err
 
 
 def test_resume_guards(root, tmp_path):

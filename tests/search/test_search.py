@@ -6,6 +6,7 @@ Slow tests: each starts Ray workers and Train runs. Ray is started once for the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ ray = pytest.importorskip("ray")
 from draem_zoo import load  # noqa: E402
 from draem_zoo.data.demo import make_demo_dataset  # noqa: E402
 from draem_zoo.errors import DraemZooError  # noqa: E402
+from draem_zoo.search.cleanup import _started  # noqa: E402
 from draem_zoo.search.driver import SearchOptions, run_search  # noqa: E402
 
 SETS = ["model.image_size=32", "eval.batch_size=64"]
@@ -286,14 +288,26 @@ def test_search_resume_after_driver_sigkill(data, tmp_path):
         if finished_before and midway and "TERMINATED" in _durable_statuses(out).values():
             break
     assert finished_before and midway, "no moment with a finished and a checkpointed running trial"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, with no chance to clean up
+    os.kill(proc.pid, signal.SIGKILL)  # the driver alone, with no chance to clean up: Ray's processes stay
     # a checkpoint may have landed between the poll and the kill: take the latest persisted one
     ckpt = {tid: max(it, _durable_checkpoint(out, st["search_id"], tid)) for tid, it in ckpt.items()}
     durable = _durable_statuses(out)  # what Tune had persisted when the driver died
     proc.wait()
     time.sleep(3)
-    res = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    record = json.loads((out / ".ray-processes.json").read_text())
+    left = [p["pid"] for p in record["processes"] if _started(p["pid"]) == p["started"]]
+    assert (out / ".draem-zoo.lock").is_file() and json.loads((out / ".draem-zoo.lock").read_text())["pid"] == proc.pid
+    try:
+        res = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     assert res.returncode == 0, res.stderr[-3000:]
+    # the stale lock was taken over, and what Ray left running was stopped
+    assert f"taking over the lock of process {proc.pid}" in res.stderr
+    assert left and not [p for p in record["processes"] if _started(p["pid"]) == p["started"]]
+    assert "Ray processes left running by the earlier, killed driver" in res.stderr
+    assert not (out / ".draem-zoo.lock").exists() and not (out / ".ray-processes.json").exists()
     trials = {json.loads(p.read_text())["trial_id"]: json.loads(p.read_text())
               for p in (out / "weave" / "trials").glob("*.json")}
     assert len(trials) == 4 and finished_before <= set(trials)

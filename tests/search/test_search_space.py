@@ -92,6 +92,13 @@ def test_a_search_never_selects_on_test(tmp_path, capsys):
     assert cli.main([*argv, "--space", str(tmp_path / "moving.py"), "--out", str(tmp_path / "s3")]) == 2
     assert "change the validation set (seed)" in capsys.readouterr().err
     assert not (tmp_path / "s1").exists() or not list((tmp_path / "s1").rglob("*trial*"))
+    # a metric that trials never report: refused by name before Ray starts (Tune would wait, then fail)
+    (tmp_path / "typo.py").write_text("METRIC = 'val_scroe'\nBUDGET = 4\n"
+                                       "def space(trial):\n    trial.suggest_float('loss.focal_gamma', 1, 3)\n")
+    assert cli.main([*argv, "--space", str(tmp_path / "typo.py"), "--out", str(tmp_path / "s4")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "METRIC = 'val_scroe': trials never report it" in err[0] and "best_val_score" in err[0]
+    assert not (tmp_path / "s4").exists()
 
 
 def test_trials_within_the_noise_are_tied_and_the_cheaper_model_wins():
