@@ -13,7 +13,9 @@ For every sample of a batch of normal images (defaults are the original's values
    * the blend ``I_a = (1 - M) I + (1 - beta) M A + beta M I`` with beta ~ U[0, 0.8).
 
 All random numbers of a batch are drawn up front from one ``torch.Generator``, so the
-result depends only on the seed (and the DDP rank, through :func:`make_generator`).
+result depends only on the seed (and the DDP rank, through :func:`make_generator`). Training
+reseeds it for every batch from (seed, rank, batch index) alone (:func:`batch_seed`), so batch k is
+the same whoever draws it and whenever: a resumed run, or a worker process, needs no state.
 "Dense" mode (default on accelerators) applies every operation to the whole batch and
 selects with ``torch.where``: no host syncs, so the GPU never waits. "Sparse" mode
 (default on CPU) runs each operation only on the samples that drew it. Both give the
@@ -47,6 +49,18 @@ def make_generator(seed: int, rank: int = 0, device: torch.device | str = "cpu")
     """A generator whose stream is a well-mixed function of (seed, rank)."""
     state = int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1, dtype=np.uint64)[0])
     return torch.Generator(device=torch.device(device)).manual_seed(state & ((1 << 63) - 1))
+
+
+# which stream of a batch a seed is for: the images drawn from the cache, and the synthesis
+STREAMS = {"sampler": 0, "synthesis": 1}
+
+
+def batch_seed(seed: int, rank: int, batch: int, stream: str) -> int:
+    """The seed of ``stream`` for batch ``batch`` of DDP rank ``rank``: a well-mixed function of the
+    four alone (counter-based), so any batch can be regenerated without replaying the ones before."""
+    state = np.random.SeedSequence([int(seed), int(rank), int(batch), STREAMS[stream]]).generate_state(
+        1, dtype=np.uint64)[0]
+    return int(state) & ((1 << 63) - 1)
 
 
 def load_textures(cfg: SynthesisConfig, size: int | tuple[int, int], device: torch.device | str = "cpu",

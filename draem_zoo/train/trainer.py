@@ -38,7 +38,7 @@ from ..errors import ConfigError, TrainingDiverged
 from ..files import fsync_tree, ordinary_mode
 from ..model.draem import DraemModel
 from ..model.losses import LossConfig, LossTerms
-from ..synthesis.simulator import AnomalySynthesizer, SynthBatch, make_generator
+from ..synthesis.simulator import AnomalySynthesizer, SynthBatch, batch_seed, make_generator
 from .budget import Budget, every
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from .step import ForwardLoss, run_step
@@ -200,7 +200,12 @@ class Trainer:
         self.val_every = cfg.val_period(self.total)
         self.ckpt_every = cfg.checkpoint_every or self.val_every
         self.lr_scale = lr_scale * cfg.batch_lr_scale()  # DDP workers (search) x batch size (train.lr_scaling)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr * self.lr_scale)
+        # on CUDA: one fused kernel for the whole Adam update, and cuDNN's autotuner for the fixed-shape step
+        # (its choice may differ between processes, so a GPU resume is exact up to kernel choice; CPU is bit-exact)
+        cuda = self.device.type == "cuda"
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr * self.lr_scale, **({"fused": True} if cuda else {}))
+        if cuda:
+            torch.backends.cudnn.benchmark = True
         self.sampler = make_generator(cfg.seed, 1000 + rank, self.device)
         use_amp = self.device.type == "cuda" and cfg.bf16
         self.autocast = torch.bfloat16 if use_amp else None
@@ -281,6 +286,15 @@ class Trainer:
         return flag, signal.signal(signal.SIGINT, on_sigint)
 
     # -- loop ----------------------------------------------------------------------------
+    def draw(self, k: int) -> SynthBatch:
+        """Batch ``k`` of this rank: images drawn from the cache (with replacement, as the original) and
+        their anomalies, from generators seeded by (seed, rank, k) alone, so that a resumed run or any
+        other process regenerates it without the batches before it."""
+        self.sampler.manual_seed(batch_seed(self.cfg.seed, self.rank, k, "sampler"))
+        self.synth.generator.manual_seed(batch_seed(self.cfg.seed, self.rank, k, "synthesis"))
+        idx = torch.randint(0, len(self.images), (self.cfg.batch_size,), generator=self.sampler, device=self.device)
+        return self.synth(self.images[idx])
+
     def fit(self, resume: bool = False) -> dict[str, Any]:
         if resume:
             self._resume()
@@ -295,9 +309,7 @@ class Trainer:
                 lr = self.cfg.lr_at(self.iteration, self.total) * self.lr_scale
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                idx = torch.randint(0, len(self.images), (self.cfg.batch_size,), generator=self.sampler,
-                                    device=self.device)
-                batch = self.synth(self.images[idx])
+                batch = self.draw(self.iteration)
                 if self.device.type == "cuda" and self.cfg.channels_last:
                     batch.augmented = batch.augmented.contiguous(memory_format=torch.channels_last)
                 terms = train_step(self.model, batch, self.optimizer, self.loss_cfg, self.autocast, self.forward,
