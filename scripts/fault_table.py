@@ -227,11 +227,13 @@ def main() -> int:
         lambda c, o, e: c == 0 and "note:" in o, needle="note:")
 
     # operations
+    from draem_zoo.files import umask
+
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (model / "model.safetensors", model / "config.json",
                                                                model / "checkpoints" / "last",
                                                                model / "checkpoints" / "last" / "state.safetensors")}
-    want = {"model.safetensors": oct(0o666 & ~current_umask()), "config.json": oct(0o666 & ~current_umask()),
-            "last": oct(0o777 & ~current_umask()), "state.safetensors": oct(0o666 & ~current_umask())}
+    want = {"model.safetensors": oct(0o666 & ~umask()), "config.json": oct(0o666 & ~umask()),
+            "last": oct(0o777 & ~umask()), "state.safetensors": oct(0o666 & ~umask())}
     rec = {"class": "file modes under the umask", "command": "stat model.safetensors config.json checkpoints/last ...",
            "exit": 0, "prints": json.dumps(modes), "traceback": False, "ok": modes == want, "seconds": 0}
     print(json.dumps(rec))
@@ -250,12 +252,6 @@ def main() -> int:
     bad = [r for r in rows if r["ok"] is False]
     print(json.dumps({"faults": len(rows), "as_wanted": sum(1 for r in rows if r["ok"]), "not": [r["class"] for r in bad]}))
     return 1 if bad else 0
-
-
-def current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 if __name__ == "__main__":

@@ -32,25 +32,21 @@ from .commands import (
 from .errors import debug_enabled, explain
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (argparse prints the flag with the message)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: give 1 or more")
-    return value
+def int_at_least(low: int):
+    """argparse type: an integer >= ``low`` (argparse prints the flag with the message)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed: give {low} or more")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: give 0 or more")
-    return value
+positive_int, non_negative_int = int_at_least(1), int_at_least(0)
 
 
 EPILOG = """start here:

@@ -17,18 +17,11 @@ from safetensors.torch import load_file
 
 from draem_zoo.cli import parser as cli
 from draem_zoo.cli.errors import explain
-from draem_zoo.data.demo import make_demo_dataset
 from draem_zoo.errors import DraemZooError
 from draem_zoo.train import checkpoint as checkpoint_mod
 
 SETS = ["model.rec_width=4", "model.disc_width=4", "eval.filter_sizes=1,5,11", "eval.batch_size=32",
         "synthesis.procedural_textures=8", "train.checkpoint_every=2", "train.val_every=4"]
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return make_demo_dataset(tmp_path_factory.mktemp("data"), categories=("weave",), size=32, n_train=10,
-                             n_test_good=3, n_test_defect=2)
 
 
 def train_argv(root, out, iterations=6, *extra):

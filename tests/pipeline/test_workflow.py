@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 
 import draem_zoo
 from draem_zoo.cli import parser as cli
-from draem_zoo.data.demo import make_demo_dataset
 from draem_zoo.errors import DraemZooError
 from draem_zoo.pipeline.runconfig import make_run_config
 from draem_zoo.pipeline.workflow import train_category
@@ -22,12 +21,6 @@ from draem_zoo.train import trainer as trainer_mod
 
 TINY = ["model.rec_width=4", "model.disc_width=4", "model.image_size=32", "train.batch_size=4",
         "eval.filter_sizes=1,5,11", "eval.batch_size=32", "synthesis.procedural_textures=8"]
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return make_demo_dataset(tmp_path_factory.mktemp("data"), categories=("weave",), size=32, n_train=10,
-                             n_test_good=3, n_test_defect=2)
 
 
 def tiny_run(root, *extra):
