@@ -2,8 +2,12 @@
 
 Around the paper's values: lambda (SSIM weight) log-uniform in [0.1, 10], focal gamma in
 [0, 5], learning rate log-uniform around 1e-4, opacity range, anomaly probability, and the
-backbone, with per-backbone parameters. The mean-filter size is not searched: every trial
-scores all sizes on its validation maps and reports the best.
+backbone, with per-backbone parameters, and DRAEM+SSPCAB (Ristea et al., CVPR 2022) on or off
+with, when on, its sub-kernel size k' (1-3) and dilation d (0-2) around the original code's
+defaults (k' = 1, d = 1), at its loss weight 0.1 (loss.sspcab_weight). SSPCAB goes into the
+reconstructive network, which is the paper's for every backbone here (the timm variants replace
+the discriminator's encoder only). The mean-filter size is not searched: every trial scores all
+sizes on its validation maps and reports the best.
 """
 
 METRIC = "best_val_score"  # validation score of the best checkpoint so far
@@ -32,4 +36,7 @@ def space(trial):
         trial.suggest_categorical("model.rec_width", [32, 64, 128])
     elif variant == "paper-small":
         trial.suggest_categorical("loss.focal_alpha", [None, 0.25, 0.5, 0.75])
+    if trial.suggest_categorical("model.sspcab", [False, True]):
+        trial.suggest_int("model.sspcab_kernel", 1, 3)
+        trial.suggest_int("model.sspcab_dilation", 0, 2)
     return {"synthesis.beta": [0.0, beta_hi], "train.batch_size": 8}

@@ -6,8 +6,9 @@ The graph (``model.onnx``) needs nothing beside it:
   ``cvtColor(BGR2RGB)`` and camera SDKs hand over), S = the model's ``image_size``; B is 1 unless
   exported with ``dynamic_batch`` (then any B). Scaling to [0, 1], the channel flip of BGR models
   (the converted official checkpoints) and the timm encoders' normalisation are inside the graph.
-* outputs ``anomaly_map`` (B, 1, S, S) float32 in [0, 1] (softmax channel 1) and ``score`` (B,)
-  float32 (max of the map after the model's own s_f mean filter), as ``DraemModel.predict``.
+* outputs ``anomaly_map`` (B, 1, S, S) float32 in [0, 1] (softmax channel 1; 1 - SSIM for
+  ``model.mode=reconstructive``) and ``score`` (B,) float32 (max of the map after the model's own
+  s_f mean filter), as ``DraemModel.predict``; every ``model.mode``, SSPCAB or not, alike.
 * ``metadata_props``: format, package version, input and output conventions, s_f, channel
   orders, thresholds, the model's config.json and the sha256 of the ``model.safetensors`` it was
   made from (``draem_zoo.weights_sha256``), so that a stale ``model.onnx`` can be detected.
@@ -44,6 +45,7 @@ from ..__about__ import __version__
 from ..config import to_dict
 from ..errors import DraemZooError
 from ..files import fsync_parent, temp_file
+from ..model.draem import map_meaning
 from ..model.modeldir import load_model_dir
 from ..model.scoring import check_filter_size, image_scores
 
@@ -71,8 +73,7 @@ class OnnxGraph(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0
-        _, logits = self.model(self.model.to_model_order(x))  # BGR models: channels flipped here
-        amap = torch.softmax(logits.float(), dim=1)[:, 1:]
+        _, amap = self.model.anomaly_maps(self.model.to_model_order(x))  # BGR models: channels flipped here
         return amap, image_scores(amap, self.filter_size)
 
 
@@ -135,7 +136,7 @@ def io_spec(model, dynamic_batch: bool) -> dict[str, Any]:
                   "preprocessing": "none outside the graph: scaling to [0, 1], the channel order of the weights "
                                    f"({model.config.channel_order}) and encoder normalisation happen inside"},
         "outputs": [{"name": OUTPUT_NAMES[0], "shape": [b, 1, s, s], "dtype": "float32",
-                     "meaning": "anomaly map: softmax channel 1, in [0, 1], at the input resolution"},
+                     "meaning": f"{map_meaning(model.config)}, at the input resolution"},
                     {"name": OUTPUT_NAMES[1], "shape": [b], "dtype": "float32",
                      "meaning": f"image score: max of the anomaly map after a {model.score_config.filter_size}x"
                                 f"{model.score_config.filter_size} mean filter (s_f)"}],
@@ -160,7 +161,8 @@ def metadata(model, dynamic_batch: bool, opset: int, weights_sha256: str | None)
         META + "filter_size": str(sc.filter_size), META + "image_size": str(model.config.image_size),
         META + "image_threshold": "" if sc.image_threshold is None else repr(float(sc.image_threshold)),
         META + "pixel_threshold": "" if sc.pixel_threshold is None else repr(float(sc.pixel_threshold)),
-        META + "variant": model.config.variant, META + "weights_sha256": weights_sha256 or "",
+        META + "variant": model.config.variant, META + "mode": model.config.mode,
+        META + "sspcab": "true" if model.config.sspcab else "false", META + "weights_sha256": weights_sha256 or "",
         META + "export": json.dumps({"opset": opset, "dynamic_batch": dynamic_batch, "torch": torch.__version__,
                                      "exporter": "torch.onnx.export(dynamo=True)"}),
         META + "config": json.dumps(_model_config(model)),

@@ -12,22 +12,34 @@ Both follow the original code exactly by default:
   anomalous class by alpha and the normal class by 1 - alpha (None = both 1, as the
   paper). (1 - pt) is clamped at 0 so that a non-integer gamma never meets a
   negative base.
+* SSPCAB (DRAEM+SSPCAB only): sspcab_weight (lambda = 0.1, the SSPCAB paper's for DRAEM) times
+  the MSE between the SSPCAB block's input and output.
+
+A model that lacks a sub-network (``model.mode``, the paper's Table 3 ablations) produces no
+reconstruction or no logits; its missing terms are 0 and stay out of the total, so the
+discriminative-only model trains on the focal loss alone and the reconstructive-only one on
+L2 + SSIM alone.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from .sspcab import sspcab_loss
 
 
 @dataclass
 class LossConfig:
-    """Loss weights and shapes; the search varies ssim_weight (lambda) and focal_gamma."""
+    """Loss weights and shapes; the search varies ssim_weight (lambda) and focal_gamma.
+
+    sspcab_weight: weight of SSPCAB's self-reconstruction loss (models with model.sspcab only).
+    """
 
     ssim_weight: float = 1.0
     l2_weight: float = 1.0
@@ -37,9 +49,10 @@ class LossConfig:
     focal_smooth: float = 1e-5
     ssim_window: int = 11
     ssim_sigma: float = 1.5
+    sspcab_weight: float = 0.1
 
     def validate(self) -> None:
-        for key in ("ssim_weight", "l2_weight", "focal_weight", "focal_gamma"):
+        for key in ("ssim_weight", "l2_weight", "focal_weight", "focal_gamma", "sspcab_weight"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"loss.{key}={getattr(self, key)}: must be >= 0")
         if self.focal_alpha is not None and not 0.0 <= self.focal_alpha <= 1.0:
@@ -73,6 +86,12 @@ def ssim(img1: torch.Tensor, img2: torch.Tensor, window_size: int = 11, sigma: f
     def blur(x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, window, padding=pad, groups=channels)
 
+    return ssim_from_blur(img1, img2, blur, value_range).mean()
+
+
+def ssim_from_blur(img1: torch.Tensor, img2: torch.Tensor, blur: Callable[[torch.Tensor], torch.Tensor],
+                   value_range: torch.Tensor | float) -> torch.Tensor:
+    """The per-pixel SSIM map of two batches, given the windowed mean ``blur`` (the original's formula)."""
     mu1, mu2 = blur(img1), blur(img2)
     mu1_sq, mu2_sq, mu1_mu2 = mu1 * mu1, mu2 * mu2, mu1 * mu2
     sigma1_sq = blur(img1 * img1) - mu1_sq
@@ -82,8 +101,7 @@ def ssim(img1: torch.Tensor, img2: torch.Tensor, window_size: int = 11, sigma: f
     c2 = (0.03 * value_range) ** 2
     v1 = 2.0 * sigma12 + c2
     v2 = sigma1_sq + sigma2_sq + c2
-    ssim_map = ((2 * mu1_mu2 + c1) * v1) / ((mu1_sq + mu2_sq + c1) * v2)
-    return ssim_map.mean()
+    return ((2 * mu1_mu2 + c1) * v1) / ((mu1_sq + mu2_sq + c1) * v2)
 
 
 def ssim_loss(reconstruction: torch.Tensor, target: torch.Tensor, window_size: int = 11,
@@ -113,22 +131,52 @@ def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, al
 
 @dataclass
 class LossTerms:
+    """The weighted total and the unweighted terms (0 where the model has no such part)."""
+
     total: torch.Tensor
     l2: torch.Tensor
     ssim: torch.Tensor
     focal: torch.Tensor
+    sspcab: torch.Tensor | None = None
 
     def as_floats(self) -> dict[str, float]:
-        return {"loss": self.total.item(), "l2": self.l2.item(), "ssim": self.ssim.item(), "focal": self.focal.item()}
+        out = {"loss": self.total.item(), "l2": self.l2.item(), "ssim": self.ssim.item(), "focal": self.focal.item()}
+        if self.sspcab is not None:
+            out["sspcab"] = self.sspcab.item()
+        return out
 
 
-def draem_loss(reconstruction: torch.Tensor, clean: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor,
-               cfg: LossConfig) -> LossTerms:
-    """l2_weight * L2 + ssim_weight * SSIM-loss + focal_weight * focal(softmax(logits), mask)."""
-    rec = reconstruction.float()
-    l2 = F.mse_loss(rec, clean.float())
-    ss = ssim_loss(rec, clean, cfg.ssim_window, cfg.ssim_sigma)
-    probs = torch.softmax(logits.float(), dim=1)
-    fl = focal_loss(probs, mask, cfg.focal_gamma, cfg.focal_alpha, cfg.focal_smooth)
-    total = cfg.l2_weight * l2 + cfg.ssim_weight * ss + cfg.focal_weight * fl
-    return LossTerms(total, l2, ss, fl)
+def draem_loss(reconstruction: torch.Tensor | None, clean: torch.Tensor, logits: torch.Tensor | None,
+               mask: torch.Tensor, cfg: LossConfig,
+               sspcab_io: tuple[torch.Tensor, torch.Tensor] | None = None) -> LossTerms:
+    """l2_weight * L2 + ssim_weight * SSIM-loss + focal_weight * focal(softmax(logits), mask)
+    [+ sspcab_weight * MSE(SSPCAB input, SSPCAB output)].
+
+    ``reconstruction`` None (a discriminative-only model): no L2 and SSIM terms; ``logits`` None (a
+    reconstructive-only model): no focal term; ``sspcab_io`` None: no SSPCAB term. Missing terms
+    are reported as 0 and add nothing to the total."""
+    terms = []
+    if reconstruction is not None:
+        rec = reconstruction.float()
+        l2 = F.mse_loss(rec, clean.float())
+        ss = ssim_loss(rec, clean, cfg.ssim_window, cfg.ssim_sigma)
+        terms += [cfg.l2_weight * l2, cfg.ssim_weight * ss]
+    if logits is not None:
+        probs = torch.softmax(logits.float(), dim=1)
+        fl = focal_loss(probs, mask, cfg.focal_gamma, cfg.focal_alpha, cfg.focal_smooth)
+        terms.append(cfg.focal_weight * fl)
+    if not terms:
+        raise ValueError("draem_loss needs a reconstruction, logits or both")
+    zero = terms[0].new_zeros(())
+    if reconstruction is None:
+        l2 = ss = zero
+    if logits is None:
+        fl = zero
+    sp = zero
+    if sspcab_io is not None:
+        sp = sspcab_loss(*sspcab_io)
+        terms.append(cfg.sspcab_weight * sp)
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return LossTerms(total, l2, ss, fl, sp)

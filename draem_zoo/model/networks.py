@@ -3,7 +3,8 @@
 * :class:`ReconstructiveNet`: encoder-decoder without skip connections. Encoder stages
   of widths w, 2w, 4w, 8w, 8w with a 2x max-pool between stages (4 poolings); the
   decoder mirrors it with bilinear 2x upsampling (align_corners=True) followed by a
-  conv, as in DRAEM. Default w = 128.
+  conv, as in DRAEM. Default w = 128. With ``sspcab=(k', d)`` its last encoder block (8w -> 8w,
+  after the fourth pooling) is the :class:`~.sspcab.SSPCAB` block instead (DRAEM+SSPCAB).
 * :class:`DiscriminativeUNet`: U-Net over 6 levels (widths w, 2w, 4w, 8w, 8w, 8w; 5
   poolings) with skip concatenation at every level. Default w = 64.
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .sspcab import SSPCAB
 
 
 def double_conv(cin: int, cmid: int, cout: int | None = None) -> nn.Sequential:
@@ -52,12 +55,18 @@ def draem_init(module: nn.Module) -> None:
 
 
 class PlainEncoder(nn.Module):
-    """Stages of double convs separated by 2x max-pooling; returns every stage's output."""
+    """Stages of double convs separated by 2x max-pooling; returns every stage's output.
 
-    def __init__(self, in_channels: int, widths: list[int]):
+    ``last``: a module to use as the last stage instead of its double conv (same widths in and out).
+    """
+
+    def __init__(self, in_channels: int, widths: list[int], last: nn.Module | None = None):
         super().__init__()
         chans = [in_channels, *widths]
-        self.stages = nn.ModuleList(double_conv(chans[i], chans[i + 1]) for i in range(len(widths)))
+        n = len(widths)
+        self.stages = nn.ModuleList(
+            last if (last is not None and i == n - 1) else double_conv(chans[i], chans[i + 1]) for i in range(n)
+        )
         self.pool = nn.MaxPool2d(2)
         self.channels = list(widths)
         self.reductions = [2**i for i in range(len(widths))]
@@ -70,6 +79,15 @@ class PlainEncoder(nn.Module):
             x = stage(x)
             feats.append(x)
         return feats
+
+    def forward_last(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input, output) of the last stage: the pooled features it reads and what it makes of them."""
+        for i, stage in enumerate(self.stages[:-1]):
+            if i:
+                x = self.pool(x)
+            x = stage(x)
+        x = self.pool(x) if len(self.stages) > 1 else x
+        return x, self.stages[-1](x)
 
 
 class ReconstructiveDecoder(nn.Module):
@@ -92,17 +110,30 @@ class ReconstructiveDecoder(nn.Module):
 
 
 class ReconstructiveNet(nn.Module):
-    """The paper's reconstructive sub-network (base width ``width``, default 128)."""
+    """The paper's reconstructive sub-network (base width ``width``, default 128).
 
-    def __init__(self, width: int = 128, in_channels: int = 3, out_channels: int = 3):
+    ``sspcab=(k', d)``: the last encoder block is SSPCAB with sub-kernel k' and dilation d;
+    ``forward(x, with_sspcab=True)`` then also returns the block's (input, output) for its loss.
+    """
+
+    def __init__(self, width: int = 128, in_channels: int = 3, out_channels: int = 3,
+                 sspcab: tuple[int, int] | None = None):
         super().__init__()
         w = width
-        self.encoder = PlainEncoder(in_channels, [w, 2 * w, 4 * w, 8 * w, 8 * w])
+        last = SSPCAB(8 * w, *sspcab) if sspcab is not None else None
+        self.has_sspcab = last is not None
+        self.encoder = PlainEncoder(in_channels, [w, 2 * w, 4 * w, 8 * w, 8 * w], last)
         self.decoder = ReconstructiveDecoder([8 * w, 4 * w, 2 * w, w, w], out_channels)
         draem_init(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x)[-1])
+    def forward(self, x: torch.Tensor, with_sspcab: bool = False):
+        """The reconstruction; with ``with_sspcab``: (reconstruction, (block input, block output) or None)."""
+        if not self.has_sspcab:
+            rec = self.decoder(self.encoder(x)[-1])
+            return (rec, None) if with_sspcab else rec
+        block_in, block_out = self.encoder.forward_last(x)
+        rec = self.decoder(block_out)
+        return (rec, (block_in, block_out)) if with_sspcab else rec
 
 
 class UNetDecoder(nn.Module):

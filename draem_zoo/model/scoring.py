@@ -1,18 +1,25 @@
-"""From anomaly maps to image scores.
+"""From anomaly maps to image scores, and the reconstruction-error map of a reconstructive-only model.
 
 The paper's image score is the maximum of the anomaly map after a mean filter of size
 s_f (stride 1, zero padding counted in the mean, same-size output; s_f = 21). The
 filter is not trained, so every size in a list can be scored from the same maps.
+
+The reconstructive-only model (the paper's Table 3 "Recon.-AE") has no discriminator: its map
+is 1 - SSIM(reconstruction, image) per pixel (:func:`ssim_anomaly_map`), as the paper's ablation
+compares "the reconstructed image output of the sub-network ... to the input image using the
+SSIM function".
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from .losses import ssim_from_blur
 
 
 @dataclass
@@ -53,6 +60,42 @@ def check_filter_size(size: int, key: str = "filter_size", image_size: int | tup
     why = (f"larger than the model's {w}x{h} anomaly maps (the filter would average the whole map away and every "
            "image would score about the same)" if odd else f"not an odd integer (the model's anomaly maps are {w}x{h})")
     raise ConfigError(f"{key}={size!r}: {why}; s_f must be an odd integer from 1 to {top} (1 = no filter; the paper's is 21)")
+
+
+def gaussian_band(n: int, size: int, sigma: float, device=None, dtype=torch.float64) -> torch.Tensor:
+    """(n, n) matrix M with M[i, j] = g[j - i] for the normalised Gaussian g of odd ``size``: M @ x is the
+    1-D Gaussian filter of x along its first axis with zero padding (same size), made of tensor ops."""
+    r = size // 2
+    norm = sum(math.exp(-(k * k) / (2.0 * sigma**2)) for k in range(-r, r + 1))
+    i = torch.arange(n, device=device, dtype=dtype)
+    d = i[None, :] - i[:, None]
+    return torch.exp(-(d * d) / (2.0 * sigma**2)) * (d.abs() <= r).to(dtype) / norm
+
+
+def ssim_anomaly_map(reconstruction: torch.Tensor, images: torch.Tensor, window_size: int = 11,
+                     sigma: float = 1.5) -> torch.Tensor:
+    """(B, 1, H, W) float32 map in [0, 1]: 1 - SSIM(reconstruction, images), averaged over the channels.
+
+    Images in [0, 1] (value range 1); the loss's Gaussian window (11, sigma 1.5, at most the images'
+    shorter side, odd) with zero padding, as two banded matrix products, in float64 (float32 on MPS):
+    SSIM's windowed variances E[x^2] - E[x]^2 lose about 1e-4 to cancellation in float32 on flat
+    surfaces, which would make the map depend on the runtime (ONNX Runtime's float64 MatMul keeps
+    exported graphs within 1e-4 of ``predict``). 1 - SSIM lies in [0, 2]; it is clipped to [0, 1]
+    (SSIM < 0, windows anti-correlated with the image, count as fully anomalous), so that the map
+    keeps the discriminator's range."""
+    dt = torch.float32 if images.device.type == "mps" else torch.float64
+    a, b = reconstruction.to(dt), images.to(dt)
+    h, w = a.shape[-2:]
+    real = min(window_size, h, w)
+    real -= 1 - real % 2  # odd, so that the map keeps the images' size
+    rows = gaussian_band(h, real, sigma, a.device, dt)
+    cols = gaussian_band(w, real, sigma, a.device, dt).transpose(0, 1)
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return rows @ x @ cols
+
+    s = ssim_from_blur(a, b, blur, 1.0)
+    return (1.0 - s.mean(dim=1, keepdim=True)).clamp(0.0, 1.0).to(torch.float32)
 
 
 def mean_filter(maps: torch.Tensor, size: int) -> torch.Tensor:

@@ -11,6 +11,9 @@
                                 # optional: the first trials of every category take these
                                 # (partial) parameters, the sampler draws the rest; e.g. every
                                 # backbone once, so that each has a trial to compare
+    FINAL_PER = "_row"          # optional: retrain the best trial of every value of this parameter
+                                # at the final budget and test it (not only the best trial's):
+                                # an ablation's rows (search_spaces/ablation.py)
 
     def space(trial):
         variant = trial.suggest_categorical("model.variant", ["paper", "timm-resnet18"])
@@ -53,6 +56,7 @@ class SearchSpace:
     budget: str | int | None = None
     final_budget: str | int | None = None
     points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    final_per: str | None = None  # a parameter: every value's best trial is retrained at the final budget
 
     @property
     def name(self) -> str:
@@ -148,8 +152,11 @@ def load_space(path: str | Path) -> SearchSpace:
     points = module.get("POINTS_TO_EVALUATE") or []
     if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
         raise DraemZooError(f"{path}: POINTS_TO_EVALUATE must be a list of {{param: value}} dicts")
+    final_per = module.get("FINAL_PER")
+    if final_per is not None and not isinstance(final_per, str):
+        raise DraemZooError(f"{path}: FINAL_PER = {final_per!r}: the name of a parameter space(trial) suggests")
     return SearchSpace(path, fn, metric, mode, sampler, module.get("GRID"),
-                       module.get("BUDGET"), module.get("FINAL_BUDGET"), [dict(p) for p in points])
+                       module.get("BUDGET"), module.get("FINAL_BUDGET"), [dict(p) for p in points], final_per)
 
 
 def suggest(space: SearchSpace, trial) -> dict[str, Any]:
@@ -162,9 +169,15 @@ def suggest(space: SearchSpace, trial) -> dict[str, Any]:
 
 
 def model_key(cfg) -> str:
-    """A model config's architecture in a few words (variant, widths, encoders)."""
-    return cfg.variant + "".join(f" {k}={getattr(cfg, k)}" for k in ("rec_width", "disc_width", "rec_encoder",
-                                                                     "disc_encoder"))
+    """A model config's architecture in a few words (variant, widths, encoders, and what differs from the
+    paper's DRAEM: an ablation mode, SSPCAB)."""
+    key = cfg.variant + "".join(f" {k}={getattr(cfg, k)}" for k in ("rec_width", "disc_width", "rec_encoder",
+                                                                    "disc_encoder"))
+    if getattr(cfg, "mode", "draem") != "draem":
+        key += f" mode={cfg.mode}"
+    if getattr(cfg, "sspcab", False):
+        key += f" sspcab={cfg.sspcab_kernel}x{cfg.sspcab_dilation}"
+    return key
 
 
 def overrides_of(params: dict[str, Any]) -> dict[str, Any]:

@@ -261,3 +261,29 @@ def test_exported_files_follow_the_umask(tmp_path):
     assert {p.name: p.stat().st_mode & 0o777 for p in d.iterdir() if p.name.startswith("model.onnx")} == {
         "model.onnx": 0o664, "model.onnx.json": 0o664}
     assert _leftovers(d) == ["model.onnx"]
+
+
+@pytest.mark.parametrize("kw", [
+    {"sspcab": True},  # DRAEM+SSPCAB, the original's k' = 1, d = 1
+    {"sspcab": True, "sspcab_kernel": 2, "sspcab_dilation": 0, "mode": "reconstructive"},
+    {"mode": "discriminative"},
+    {"mode": "reconstructive"},
+], ids=["sspcab", "recon-sspcab-k2-d0", "discriminative", "reconstructive"])
+def test_sspcab_and_ablation_modes_export_with_parity(tmp_path, kw):
+    """DRAEM+SSPCAB and the paper's Table 3 ablations (model.mode) export and match predict."""
+    d = _model_dir(tmp_path / "m", size=64, filter_size=5, **kw)
+    res = ox.export_onnx(str(d), dynamic_batch=True)
+    assert res["parity"]["max_abs_diff_anomaly_map"] <= TOL and res["parity"]["max_abs_diff_score"] <= TOL
+    meta = ox.read_metadata(d / "model.onnx")
+    assert meta["draem_zoo.mode"] == kw.get("mode", "draem")
+    assert meta["draem_zoo.sspcab"] == ("true" if kw.get("sspcab") else "false")
+    meaning = json.loads(meta["draem_zoo.outputs"])[0]["meaning"]
+    assert ("1 - SSIM" in meaning) is (kw.get("mode") == "reconstructive")
+    model = draem_zoo.load(str(d))
+    images = _images(3, 64, seed=5)
+    sess = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+    amap, score = sess.run(None, {"image_rgb_uint8_nhwc": images})
+    ref_map, ref_score = _predict(model, images)
+    assert amap.shape == (3, 1, 64, 64) and score.shape == (3,)
+    assert np.abs(amap - ref_map).max() <= TOL and np.abs(score - ref_score).max() <= TOL
+    assert amap.min() >= 0 and amap.max() <= 1 and amap.std() > 1e-2  # a real map, not a constant
