@@ -26,3 +26,7 @@ class TrainingDiverged(DraemZooError):
 
 class OutputLocked(DraemZooError):
     """Another live process is writing into the same output folder."""
+
+
+class SynthesisWorkerDied(DraemZooError):
+    """A synthesis worker process of the training run died (killed, or out of memory)."""

@@ -11,8 +11,10 @@ batch 8), params; on a GPU also fp32 and bf16 figures. The original code needs a
 42 s per training step and 0.66 images/s inference for the paper-size model at 256x256,
 batch 8, on 2 CPU cores; ``vs_original`` gives the speed ratios for the paper variant.
 
-``--e2e`` lines (bench train_e2e): images_per_s of the whole iteration, synthesis_share_of_step,
-the device name and, on a GPU, the ratio to the original code's 70 images/s on an H100.
+``--e2e`` lines (bench train_e2e), one per batch size, eager/compiled and synthesis mode (dense or
+sparse in the training process, or CPU worker processes): images_per_s of the whole iteration, of the
+step alone, their ratio, the synthesis share (time waiting for the batch), the device name and, on a
+GPU, peak memory and the ratio to the original code's 70 images/s on an H100.
 """
 
 from __future__ import annotations
@@ -70,47 +72,75 @@ def bench(variant: str, size: int, batch: int, steps: int, device: torch.device,
             "params": model.num_parameters()}
 
 
+SYNTHESIS_MODES = ("dense", "sparse", "workers")
+
+
 def bench_e2e(variant: str, size: int, batch: int, steps: int, device: torch.device, compiled: bool,
-              anomaly_source: str | None) -> dict:
-    """What ``draem-zoo train`` does per iteration: sample a batch from the uint8 cache on the
-    device, synthesise anomalies, train step (bf16 on a GPU); and synthesis alone, for its share."""
+              anomaly_source: str | None, synthesis: str = "dense", workers: int | None = None) -> dict:
+    """What ``draem-zoo train`` does per iteration, through the Trainer's own batch source: batch k drawn
+    from the uint8 cache and its anomalies synthesised (``dense`` or ``sparse`` in the training process,
+    on its device, or ``workers``: that many CPU worker processes ahead of the step), then the train step
+    (bf16 on a GPU). Also the step alone on a fixed batch, and the share of the iteration spent waiting
+    for the batch (the synthesis share)."""
     from draem_zoo.synthesis.simulator import load_textures
-    from draem_zoo.train.trainer import make_step
+    from draem_zoo.train.batches import resolve_workers
+    from draem_zoo.train.trainer import TrainConfig, Trainer
 
     torch.manual_seed(0)
-    model = build_model(variant, image_size=size).to(device)
     cuda = device.type == "cuda"
+    model = build_model(variant, image_size=size).to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    amp = torch.bfloat16 if cuda else None
+        torch.cuda.reset_peak_memory_stats(device)
     cfg = SynthesisConfig(anomaly_source=anomaly_source)
-    synth = AnomalySynthesizer(cfg, load_textures(cfg, size, device), make_generator(0, 0, device), compile=compiled)
-    cache = (torch.rand(64, 3, size, size, device=device) * 255).to(torch.uint8)
-    g = make_generator(0, 1000, device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    step = make_step(model, LossConfig(), amp, compiled)
+    n_workers = 0
+    if synthesis == "workers":
+        n_workers = workers or resolve_workers("auto", device) or 2
+    synth = AnomalySynthesizer(cfg, load_textures(cfg, size, device), make_generator(0, 0, device),
+                               dense=synthesis == "dense", compile=compiled)
+    cache = (torch.rand(64, 3, size, size) * 255).to(torch.uint8)
+    t = Trainer(model, cache, synth, TrainConfig(iterations=10**6, batch_size=batch, compile=compiled, report_every=0,
+                                                 synthesis_workers=n_workers), LossConfig(), "/nonexistent-bench",
+                progress=False)
+    source = t.batch_source()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
+    k, waits = {"i": 0}, []
 
-    def synthesise():
-        return synth(cache[torch.randint(0, len(cache), (batch,), generator=g, device=device)])
+    def get():
+        b = source.get(k["i"])
+        k["i"] += 1
+        if cuda:
+            b.augmented = b.augmented.contiguous(memory_format=torch.channels_last)
+        return b
 
     def iteration():
-        data = synthesise()
-        if cuda:
-            data.augmented = data.augmented.contiguous(memory_format=torch.channels_last)
-        train_step(model, data, opt, LossConfig(), amp, step=step)
+        t0 = time.perf_counter()
+        b = get()
+        sync()
+        waits.append(time.perf_counter() - t0)
+        train_step(t.model, b, t.optimizer, t.loss_cfg, t.autocast, None, t.step)
 
-    for _ in range(3 if compiled else 1):  # compilation (and its recompiles) before timing
-        iteration()
-    it_s = timed(iteration, steps, sync)
-    syn_s = timed(synthesise, steps, sync)
+    source.start(0, 10**6)
+    try:
+        fixed = get()
+        for _ in range(3 if compiled else 1):  # compilation (and its recompiles) before timing
+            iteration()
+        waits.clear()
+        it_s = timed(iteration, steps, sync)
+        step_s = timed(lambda: train_step(t.model, fixed, t.optimizer, t.loss_cfg, t.autocast, None, t.step), steps,
+                       sync)
+    finally:
+        source.close()
     row = {"bench": "train_e2e", "variant": variant, "batch": batch, "size": size,
-           "mode": "compiled" if compiled and getattr(step, "failed", None) is None else "eager",
-           "precision": "bf16" if amp else "fp32", "images_per_s": round(batch / it_s, 2),
-           "s_per_iteration": round(it_s, 4), "synthesis_s": round(syn_s, 4),
-           "synthesis_share_of_step": round(syn_s / it_s, 3), "anomaly_source": synth.textures.source}
+           "mode": "compiled" if compiled and getattr(t.step, "failed", None) is None else "eager",
+           "synthesis": synthesis + (f" ({n_workers} processes)" if n_workers else ""),
+           "precision": "bf16" if t.autocast else "fp32", "images_per_s": round(batch / it_s, 2),
+           "step_images_per_s": round(batch / step_s, 2), "iteration_vs_step": round(step_s / it_s, 3),
+           "s_per_iteration": round(it_s, 4), "synthesis_share": round(statistics.median(waits) / it_s, 3),
+           "anomaly_source": synth.textures.source}
     if cuda:
         row["vs_original_h100_70_images_per_s"] = round(row["images_per_s"] / ORIGINAL_H100_IMAGES_PER_S, 2)
+        row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     return row
 
 
@@ -127,6 +157,11 @@ def main() -> None:
     ap.add_argument("--batches", default="8,32", help="--e2e: batch sizes (default 8,32)")
     ap.add_argument("--modes", default="eager,compiled", help="--e2e: eager, compiled or both")
     ap.add_argument("--anomaly-source", default=None, help="--e2e: texture folder (default procedural)")
+    ap.add_argument("--synthesis", default=",".join(SYNTHESIS_MODES),
+                    help="--e2e: synthesis modes (default all: dense and sparse in process, workers)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="--e2e: synthesis worker processes (default: what train.synthesis_workers=auto picks on a "
+                    "GPU, else 2)")
     args = ap.parse_args()
     device = resolve_device(args.device)
     if device.type == "cuda":
@@ -137,9 +172,10 @@ def main() -> None:
         for variant in variants.split(","):
             for batch in (int(b) for b in args.batches.split(",")):
                 for mode in args.modes.split(","):
-                    row = bench_e2e(variant, args.size, batch, args.steps, device, mode == "compiled",
-                                    args.anomaly_source)
-                    print(json.dumps({**row, "device": name, "torch": torch.__version__}), flush=True)
+                    for synthesis in args.synthesis.split(","):
+                        row = bench_e2e(variant, args.size, batch, args.steps, device, mode == "compiled",
+                                        args.anomaly_source, synthesis, args.workers)
+                        print(json.dumps({**row, "device": name, "torch": torch.__version__}), flush=True)
         return
     for variant in args.variants.split(","):
         row = {"bench": "train", "variant": variant, "device": torch.cuda.get_device_name() if device.type == "cuda"

@@ -5,7 +5,8 @@
     python scripts/gpu_check.py --smoke          # the same code paths at tiny sizes on a CPU, seconds (eager only)
 
 Lines (``check`` names each): ``device`` (name, torch, CUDA, cuDNN, memory); ``train`` for the paper
-variant at 256 px, batch 8 and 32, eager and compiled, each synthesis mode (dense on-device, sparse):
+variant at 256 px, batch 8 and 32, eager and compiled, each synthesis mode (dense and sparse on the
+device, CPU worker processes as train.synthesis_workers=auto picks them, else 2):
 whole-iteration images/s, the step alone, the synthesis share, peak memory, and the ratio to the
 original code's 70 images/s (one H100, fp32, its data loader excluded); ``validation``: seconds of
 the metrics for a 270-image 256 px set with the maps on the device, and the inference seconds per
@@ -46,55 +47,16 @@ def device_row(device: torch.device) -> dict:
     return row
 
 
-def train_row(variant: str, size: int, batch: int, steps: int, device: torch.device, compiled: bool, dense: bool,
+def train_row(variant: str, size: int, batch: int, steps: int, device: torch.device, compiled: bool, synthesis: str,
               anomaly_source: str | None) -> dict:
-    """One iteration as `draem-zoo train` runs it (Trainer.draw + the step), the step alone, synthesis alone."""
-    from bench_train import timed
+    """One iteration as `draem-zoo train` runs it (the Trainer's batch source + the step), the step alone and
+    the share of the iteration spent waiting for the batch: ``bench_train.bench_e2e``."""
+    from bench_train import bench_e2e
 
-    from draem_zoo.model.draem import build_model
-    from draem_zoo.model.losses import LossConfig
-    from draem_zoo.synthesis.simulator import AnomalySynthesizer, SynthesisConfig, load_textures, make_generator
-    from draem_zoo.train.trainer import TrainConfig, Trainer, train_step
-
-    torch.manual_seed(0)
-    cuda = device.type == "cuda"
-    model = build_model(variant, image_size=size).to(device)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-        torch.cuda.reset_peak_memory_stats(device)
-    cfg = SynthesisConfig(anomaly_source=anomaly_source)
-    synth = AnomalySynthesizer(cfg, load_textures(cfg, size, device), make_generator(0, 0, device), dense=dense,
-                               compile=compiled)
-    cache = (torch.rand(64, 3, size, size, device=device) * 255).to(torch.uint8)
-    t = Trainer(model, cache, synth, TrainConfig(iterations=10**6, batch_size=batch, compile=compiled, report_every=0),
-                LossConfig(), "/nonexistent-gpu-check", progress=False)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    k = {"i": 0}
-
-    def draw():
-        k["i"] += 1
-        b = t.draw(k["i"])
-        if cuda:
-            b.augmented = b.augmented.contiguous(memory_format=torch.channels_last)
-        return b
-
-    def iteration():
-        train_step(t.model, draw(), t.optimizer, t.loss_cfg, t.autocast, None, t.step)
-
-    fixed = draw()
-    for _ in range(3 if compiled else 1):  # compilation and its recompiles before timing
-        iteration()
-    it_s = timed(iteration, steps, sync)
-    step_s = timed(lambda: train_step(t.model, fixed, t.optimizer, t.loss_cfg, t.autocast, None, t.step), steps, sync)
-    syn_s = timed(draw, steps, sync)
-    row = {"check": "train", "variant": variant, "size": size, "batch": batch,
-           "mode": "compiled" if compiled and getattr(t.step, "failed", None) is None else "eager",
-           "synthesis": "dense" if synth.dense else "sparse", "precision": "bf16" if t.autocast else "fp32",
-           "images_per_s": round(batch / it_s, 2), "step_images_per_s": round(batch / step_s, 2),
-           "iteration_vs_step": round(step_s / it_s, 3), "synthesis_share": round(syn_s / it_s, 3)}
-    if cuda:
-        row["vs_original_70_images_per_s"] = round(batch / it_s / ORIGINAL_IMAGES_PER_S, 2)
-        row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    row = bench_e2e(variant, size, batch, steps, device, compiled, anomaly_source, synthesis)
+    row = {"check": "train", **{k: v for k, v in row.items() if k != "bench"}}
+    if "vs_original_h100_70_images_per_s" in row:
+        row["vs_original_70_images_per_s"] = row.pop("vs_original_h100_70_images_per_s")
     return row
 
 
@@ -138,13 +100,18 @@ def main() -> int:
     variant, size, batches, steps, n_val = ("paper-tiny", 32, (2, 4), 2, 14) if args.smoke else ("paper", 256, (8, 32), 5, 270)
     started = time.monotonic()
     emit(device_row(device))
-    plan = [("validation", {})]
-    for batch in batches:
-        # compiling on a CPU takes minutes (inductor's C++ codegen): --smoke runs eager, and
-        # tests/train/test_compile.py covers the compiled paths
-        for compiled in (False,) if args.smoke else (False, True):
-            for dense in (True, False):
-                plan.append(("train", {"batch": batch, "compiled": compiled, "dense": dense}))
+    from bench_train import SYNTHESIS_MODES
+
+    # eager rows first (every synthesis mode at both batch sizes), then validation, then the compiled rows
+    # (compiling takes a while: the budget may skip some of them), then ONNX. Compiling on a CPU takes minutes
+    # (inductor's C++ codegen): --smoke runs eager, and tests/train/test_compile.py covers the compiled paths
+    plan: list[tuple[str, dict]] = []
+    for compiled in (False,) if args.smoke else (False, True):
+        for batch in batches:
+            for synthesis in SYNTHESIS_MODES:
+                plan.append(("train", {"batch": batch, "compiled": compiled, "synthesis": synthesis}))
+        if not compiled:
+            plan.append(("validation", {}))
     plan.append(("onnx", {}))
     done, failed, skipped, last = 0, 0, 0, 0.0
     for kind, kw in plan:
@@ -158,7 +125,7 @@ def main() -> int:
             if kind == "validation":
                 row = validation_row(size, n_val, device, variant)
             elif kind == "train":
-                row = train_row(variant, size, kw["batch"], steps, device, kw["compiled"], kw["dense"],
+                row = train_row(variant, size, kw["batch"], steps, device, kw["compiled"], kw["synthesis"],
                                 args.anomaly_source)
             else:
                 row = onnx_row(size) if device.type == "cuda" or args.smoke else None

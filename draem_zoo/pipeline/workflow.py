@@ -53,13 +53,13 @@ class Distributed:
 
 
 def changed_settings(out: Path, run: RunConfig) -> list[str]:
-    """Config keys (other than the device) where the run saved in ``out`` differs from ``run``."""
+    """Config keys (other than where it runs: the device, synthesis workers) where the run saved in ``out`` differs from ``run``."""
     saved = out / RUN_CONFIG
     if not saved.is_file():
         return []
     before, now = json.loads(saved.read_text()), run.to_dict()
     return sorted(f"{sec}.{k}" for sec in now for k in now[sec]
-                  if before.get(sec, {}).get(k) != now[sec][k] and k not in ("device",))
+                  if before.get(sec, {}).get(k) != now[sec][k] and k not in ("device", "synthesis_workers"))
 
 
 def _check_resume(out: Path, run: RunConfig, resume: bool) -> None:
@@ -128,7 +128,7 @@ def _train(run: RunConfig, out: Path, device: torch.device, resume: bool, progre
             result["analysis"] = test_analysis(m, run, data, autocast)
         return result
 
-    synth = AnomalySynthesizer(run.synthesis, textures, make_generator(run.train.seed, dist.rank, device),
+    synth = AnomalySynthesizer(run.synthesis, textures, make_generator(run.train.seed, dist.rank),
                                compile=run.train.compile)  # compiles only the dense (GPU) path
     trainer = Trainer(model, data.train, synth, run.train, run.loss, out, validate=validate if dist.is_main else None,
                       callbacks=callbacks, forward=forward if forward is not model else None, rank=dist.rank,

@@ -7,19 +7,32 @@ For every sample of a batch of normal images (defaults are the original's values
 2. with probability ``anomaly_prob`` (0.5) an anomaly is made, else the sample stays
    clean with an empty mask:
    * a Perlin mask (lattice 2^a x 2^b, a, b uniform in 0..5; rotated by U(-90, 90);
-     thresholded at 0.5),
+     thresholded at 0.5), or rectangles (``mask_shape``, :mod:`.rectangles`),
    * a texture from the bank given ``num_augmentations`` (3) distinct augmentations out
-     of the original's 10, applied in the drawn order,
+     of the original's 10, applied in the drawn order, or one plain colour (``fill``),
    * the blend ``I_a = (1 - M) I + (1 - beta) M A + beta M I`` with beta ~ U[0, 0.8).
 
-All random numbers of a batch are drawn up front from one ``torch.Generator``, so the
-result depends only on the seed (and the DDP rank, through :func:`make_generator`). Training
-reseeds it for every batch from (seed, rank, batch index) alone (:func:`batch_seed`), so batch k is
-the same whoever draws it and whenever: a resumed run, or a worker process, needs no state.
-"Dense" mode (default on accelerators) applies every operation to the whole batch and
-selects with ``torch.where``: no host syncs, so the GPU never waits. "Sparse" mode
-(default on CPU) runs each operation only on the samples that drew it. Both give the
-same result for the same draws.
+All random numbers of a batch are drawn up front, on the host, from one CPU
+``torch.Generator``, so the result depends only on the seed (and the DDP rank, through
+:func:`make_generator`), on any device: batch k is the same on a CPU, a GPU or in a data
+loader worker, up to float rounding. Training reseeds the generator for every batch from
+(seed, rank, batch index) alone (:func:`batch_seed`), so batch k is the same whoever draws
+it and whenever: a resumed run, or a worker process, needs no state.
+
+Drawing on the host (the device gets about 1,100 numbers per anomalous sample, mostly its
+Perlin gradient lattice, in one non-blocking copy per dtype) is what lets the work be only
+the needed work without host syncs: the host knows which samples are rotated, which get
+an anomaly and which augmentation each drew where, without reading anything back from the
+device. So every operation runs only on the samples that need it (:mod:`.plan`); the
+~half of a batch that stays clean gets no mask and no texture work. "Dense" mode (default on accelerators) runs each operation once per
+batch (per position, for the texture augmentations), on the sub-batch of the samples that
+drew it, padded with repeats of a member to one of a few fixed capacities (powers of two
+and multiples of B / 4): each operation sees only a few shapes, and ``compile=True``
+compiles each for a few static shapes (:mod:`.kernels`). "Sparse" mode (default on CPU)
+uses exact sub-batches and runs each texture's augmentation chain on its own, which a
+CPU's cache favours (:mod:`.augment`). Both give the same batch for the same seed. (Dense
+mode used to run every operation on the whole batch and keep, per sample, the one it drew
+with ``torch.where``: no host syncs either, but about ten times the image work.)
 """
 
 from __future__ import annotations
@@ -29,11 +42,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..compiling import Compiled
-from . import imageops as ops
-from .augment import augment, draw_params
+from .augment import augment_rows, draw_params, plan_augment, run_augment, upload_params
 from .config import SynthesisConfig
-from .perlin import gradient_angles, masks_from_draws
+from .kernels import Kernels
+from .perlin import gradient_angles
+from .plan import Upload, pad_rows, put_rows, take_rows
+from .rectangles import draw_rectangles
 from .textures import TextureBank
 
 
@@ -72,46 +86,63 @@ def load_textures(cfg: SynthesisConfig, size: int | tuple[int, int], device: tor
     return TextureBank.procedural(cfg.procedural_textures, size, device, cfg.procedural_seed)
 
 
+# the draws each mask shape and each fill reads, for the samples with an anomaly
+MASK_KEYS = {"perlin": ("res_y", "res_x", "mask_angle", "grad_angles"),
+             "rectangle": ("rect_count", "rect_centre", "rect_size", "rect_angle")}
+FILL_KEYS = {"texture": ("texture",), "color": ("fill_color",)}
+
+
 class AnomalySynthesizer:
-    """Turns batches of normal images into (clean, augmented, mask, has_anomaly)."""
+    """Turns batches of normal images into (clean, augmented, mask, has_anomaly).
+
+    ``generator`` draws every random number on the host; a generator made for another device
+    (``make_generator(seed, rank, device)``) is replaced by a CPU one with the same seed, which
+    is what ``make_generator(seed, rank)`` gives."""
 
     def __init__(self, cfg: SynthesisConfig, textures: TextureBank, generator: torch.Generator,
                  dense: bool | None = None, compile: bool = False):
         cfg.validate()
         self.cfg = cfg
         self.textures = textures
+        if generator.device.type != "cpu":
+            generator = torch.Generator().manual_seed(generator.initial_seed())
         self.generator = generator
         self.device = textures.images.device
         self.dense = self.device.type != "cpu" if dense is None else dense
-        # dense mode is one fixed-shape function of the draws: torch.compile fuses its many small
-        # kernels (falling back to eager, with one warning, where compilation cannot work)
-        self._dense_fn = dense_synthesis
-        if compile and self.dense:
-            self._dense_fn = Compiled(dense_synthesis, what="anomaly synthesis")
+        # each operation under torch.compile (dense mode: a few static shapes each), falling back to
+        # eager, with one warning, where compilation cannot work
+        self.kernels = Kernels(compile=compile and self.dense)
+        self._dense_fn = self.kernels  # the name tests/train/test_compile.py reads ``failed`` from
 
     def draw(self, b: int) -> dict[str, torch.Tensor]:
-        """Every random number one batch of ``b`` samples needs."""
-        c, g, dev = self.cfg, self.generator, self.device
+        """Every random number one batch of ``b`` samples needs, as CPU tensors."""
+        c, g = self.cfg, self.generator
 
         def u(*shape: int) -> torch.Tensor:
-            return torch.rand(*shape, generator=g, device=dev)
+            return torch.rand(*shape, generator=g)
 
         def span(rng: tuple[float, float], *shape: int) -> torch.Tensor:
             return rng[0] + u(*shape) * (rng[1] - rng[0])
 
         lo, hi = c.perlin_scale
-        return {
+        d = {
             "base_rot": u(b) < c.base_rotation_prob,
             "base_angle": (u(b) * 2 - 1) * c.base_rotation,
             "anomaly": u(b) < c.anomaly_prob,
-            "res_y": 2 ** torch.randint(lo, hi + 1, (b,), generator=g, device=dev),
-            "res_x": 2 ** torch.randint(lo, hi + 1, (b,), generator=g, device=dev),
+            "res_y": 2 ** torch.randint(lo, hi + 1, (b,), generator=g),
+            "res_x": 2 ** torch.randint(lo, hi + 1, (b,), generator=g),
             "mask_angle": (u(b) * 2 - 1) * c.mask_rotation,
-            "grad_angles": gradient_angles(b, 2**hi, g, dev),
-            "texture": torch.randint(0, len(self.textures), (b,), generator=g, device=dev),
-            **draw_params(c, b, g, dev),
+            "grad_angles": gradient_angles(b, 2**hi, g),
+            "texture": torch.randint(0, len(self.textures), (b,), generator=g),
+            **draw_params(c, b, g, "cpu"),
             "beta": span(c.beta, b),
         }
+        # the options' draws come last: the default stream is the same with or without them
+        if c.mask_shape == "rectangle":
+            d.update(draw_rectangles(c, b, g))
+        if c.fill == "color":
+            d["fill_color"] = torch.randint(0, 256, (b, 3), generator=g).float() / 255.0
+        return d
 
     def __call__(self, images: torch.Tensor) -> SynthBatch:
         """Synthesize from (B, 3, H, W) normal images (uint8, or float in [0, 1])."""
@@ -123,49 +154,50 @@ class AnomalySynthesizer:
         if (h, w) != self.textures.size:
             raise ValueError(f"images are {h}x{w} but the texture bank is {self.textures.size[0]}x"
                              f"{self.textures.size[1]}; build the bank at the training size")
+        c, k = self.cfg, self.kernels
         d = self.draw(b)
-        if self.dense:  # whole batch; samples without an anomaly get a zero mask
-            return SynthBatch(*self._dense_fn(x, d, self.textures.images, self.cfg.augmentations,
-                                              self.cfg.perlin_threshold))
-        # sparse: only the samples that drew an anomaly
-        clean = self._apply(x, d["base_rot"], lambda t, i: ops.rotate(t, d["base_angle"][i]))
-        idx = d["anomaly"].nonzero().flatten()
-        if idx.numel() == 0:
-            zeros = torch.zeros(b, 1, h, w, device=self.device)
-            return SynthBatch(clean, clean.clone(), zeros, torch.zeros(b, device=self.device))
-        mask = masks_from_draws(d["res_y"][idx], d["res_x"][idx], d["mask_angle"][idx], d["grad_angles"][idx],
-                                h, w, self.cfg.perlin_threshold)
-        tex = augment(self.textures.images[d["texture"][idx]], {k: v[idx] for k, v in d.items()},
-                      self.cfg.augmentations, False)
-        weight = mask * (1 - d["beta"][idx].view(-1, 1, 1, 1))
-        augmented = clean.clone().index_add_(0, idx, tex.sub_(clean[idx]).mul_(weight))
-        mask = torch.zeros(b, 1, h, w, device=self.device).index_copy_(0, idx, mask)
-        has = (mask.flatten(1).amax(1) > 0).float()
+        # the plan, on the host: which rows each operation runs on, and its parameters
+        most = b if self.dense else None  # dense: sub-batches padded to fixed capacities
+        upload = Upload()
+        rotated = d["base_rot"].nonzero().flatten().tolist()
+        if rotated:
+            rows = torch.tensor(pad_rows(rotated, most))
+            upload.add("base", rows)
+            upload.add("base_angle", d["base_angle"][rows])
+        anomalous = d["anomaly"].nonzero().flatten().tolist()
+        plan = None
+        if anomalous:
+            rows = torch.tensor(pad_rows(anomalous, most))
+            sub = {key: v[rows] for key, v in d.items()}
+            upload.add("anomaly", rows)
+            for key in (*MASK_KEYS[c.mask_shape], *FILL_KEYS[c.fill], "beta"):
+                upload.add(key, sub[key])
+            if c.fill == "texture" and self.dense:
+                plan = plan_augment(sub, c.augmentations, b, upload)
+            elif c.fill == "texture":
+                upload_params(sub, upload)
+        dev = upload.send(self.device)
+
+        # the work, on the device: queued without reading anything back
+        if rotated:
+            put_rows(x, dev["base"], k.rotate(take_rows(x, dev["base"]), dev["base_angle"]))
+        clean, augmented = x, x.clone()
+        mask = torch.zeros(b, 1, h, w, device=self.device)
+        if anomalous:
+            rows = dev["anomaly"]
+            if c.mask_shape == "perlin":
+                m = k.perlin_masks(dev["res_y"], dev["res_x"], dev["mask_angle"], dev["grad_angles"], h, w,
+                                   c.perlin_threshold)
+            else:
+                m = k.rectangle_masks(dev["rect_count"], dev["rect_centre"], dev["rect_size"], dev["rect_angle"], h, w)
+            if c.fill == "color":
+                fill = dev["fill_color"].view(-1, 3, 1, 1)
+            elif plan is not None:
+                fill = run_augment(take_rows(self.textures.images, dev["texture"]), plan, dev, k)
+            else:
+                fill = augment_rows(take_rows(self.textures.images, dev["texture"]), sub["ops"].tolist(), dev,
+                                    c.augmentations)
+            put_rows(augmented, rows, k.blend(take_rows(clean, rows), fill, m, dev["beta"]))
+            put_rows(mask, rows, m)
+        has = (mask.flatten(1).amax(1) > 0).to(clean.dtype)
         return SynthBatch(clean, augmented, mask, has)
-
-    def _apply(self, x: torch.Tensor, sel: torch.Tensor, fn) -> torch.Tensor:
-        """``fn`` on the samples where ``sel``, updating ``x`` in place (sparse mode; ``x`` is
-        always this object's own tensor)."""
-        idx = sel.nonzero().flatten()
-        if idx.numel():
-            x[idx] = fn(x[idx], idx)
-        return x
-
-
-def dense_synthesis(x: torch.Tensor, d: dict[str, torch.Tensor], textures: torch.Tensor,
-                    augmentations: tuple[str, ...], threshold: float):
-    """Dense mode: every operation on the whole batch, each sample keeping what it drew.
-
-    A pure function of the images and the draws, with fixed shapes and no host syncs:
-    returns (clean, augmented, mask, has_anomaly)."""
-    h, w = x.shape[-2:]
-    rotated = ops.rotate(x, d["base_angle"])
-    clean = torch.where(d["base_rot"].view(-1, 1, 1, 1), rotated, x)
-    keep = d["anomaly"].to(clean.dtype).view(-1, 1, 1, 1)
-    mask = masks_from_draws(d["res_y"], d["res_x"], d["mask_angle"], d["grad_angles"], h, w, threshold) * keep
-    tex = augment(textures[d["texture"]], d, augmentations, True)
-    # (1 - M) I + (1 - beta) M A + beta M I  ==  I + (1 - beta) M (A - I)
-    weight = mask * (1 - d["beta"].view(-1, 1, 1, 1))
-    augmented = clean + (tex - clean) * weight
-    has = (mask.flatten(1).amax(1) > 0).to(clean.dtype)
-    return clean, augmented, mask, has

@@ -25,121 +25,23 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..compiling import Compiled
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, SynthesisWorkerDied, TrainingDiverged
 from ..files import fsync_tree, ordinary_mode
 from ..model.draem import DraemModel
 from ..model.losses import LossConfig, LossTerms
-from ..synthesis.simulator import AnomalySynthesizer, SynthBatch, batch_seed, make_generator
-from .budget import Budget, every
+from ..synthesis.simulator import AnomalySynthesizer, SynthBatch, make_generator
+from .batches import batch_source, draw_batch, worker_death
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig, resolve_device  # noqa: F401  (re-exported)
 from .step import ForwardLoss, run_step
-
-PAPER_BATCH = 8
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation (defaults: the original's Adam 1e-4, batch 8, LR x0.2 at 80% and 90%).
-
-    iterations: per rank; 0 = ``paper_epochs`` passes over the training images (700: the paper's
-    budget), shared by the DDP workers. validations: how many times a run validates and
-    checkpoints, evenly spaced (``val_every`` / ``checkpoint_every`` override the period).
-    lr_scaling: scale ``lr`` with the batch size against the paper's 8 (``linear``: x batch/8,
-    ``sqrt``: x sqrt(batch/8)), for large single-GPU batches; DDP's ``--lr-scaling`` multiplies in
-    the number of workers on top. compile: ``torch.compile`` the model and the loss together
-    (``compile_mode`` default / reduce-overhead / max-autotune, ``compile_backend`` inductor or any
-    torch.compile backend); eager, after one warning, where it cannot work.
-    """
-
-    iterations: int = 0
-    paper_epochs: float = 700.0
-    batch_size: int = 8
-    lr: float = 1e-4
-    lr_milestones: tuple[float, float] = (0.8, 0.9)
-    lr_gamma: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = True
-    channels_last: bool = True
-    compile: bool = False
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
-    compile_backend: str = "inductor"
-    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
-    report_every: int = 25
-    validations: int = 5
-    val_every: int = 0
-    checkpoint_every: int = 0
-    export: Literal["best", "last"] = "best"
-
-    def validate(self) -> None:
-        if self.iterations < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("train.iterations must be >= 0 (0 = paper budget), train.batch_size >= 1, train.lr > 0")
-        if any(not 0 < m <= 1 for m in self.lr_milestones):
-            raise ConfigError(f"train.lr_milestones={self.lr_milestones}: fractions of the budget in (0, 1]")
-        if self.compile:
-            import torch._dynamo  # lazily: only when compiling
-
-            if self.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
-                raise ConfigError(f"train.compile_backend={self.compile_backend!r}: not a torch.compile backend "
-                                  f"here; choose one of {', '.join(torch._dynamo.list_backends(exclude_tags=()))}")
-        if self.report_every < 0 or self.val_every < 0 or self.checkpoint_every < 0 or self.validations < 1:
-            raise ConfigError("train.report_every, train.val_every, train.checkpoint_every must be >= 0 and "
-                              "train.validations >= 1")
-        if self.paper_epochs <= 0:
-            raise ConfigError(f"train.paper_epochs={self.paper_epochs}: the epoch budget must be > 0")
-
-    def as_budget(self) -> Budget:
-        return Budget(self.iterations, "iterations") if self.iterations else Budget(self.paper_epochs, "epochs")
-
-    def budget(self, n_train: int, world_size: int = 1) -> int:
-        """Iterations per rank: ``iterations``, or ``paper_epochs`` passes over ``n_train`` images
-        shared by ``world_size`` DDP workers."""
-        return self.as_budget().iterations(n_train, self.batch_size, world_size)
-
-    def val_period(self, total: int) -> int:
-        return self.val_every or every(total, self.validations)
-
-    def batch_lr_scale(self) -> float:
-        """``lr_scaling`` against the paper's batch of 8: linear (batch / 8), sqrt, or none."""
-        ratio = self.batch_size / PAPER_BATCH
-        return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.lr_scaling]
-
-    def lr_at(self, it: int, total: int) -> float:
-        drops = sum(1 for m in self.lr_milestones if it >= math.floor(m * total))
-        return self.lr * self.lr_gamma**drops
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when there is a GPU), or the device named; a CUDA device that is not there is an error
-    here, before any data is read, rather than a traceback from the first tensor moved to it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device / train.device={name!r}: not a device (auto, cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ConfigError(f"--device {name}: no CUDA GPU is available here (torch.cuda.is_available() is False; "
-                              f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use --device cpu "
-                              "or auto, or check the GPU with nvidia-smi")
-        if device.index is not None and device.index >= count:
-            raise ConfigError(f"--device {name}: this machine has {count} CUDA GPU(s), numbered 0 to {count - 1}")
-    elif device.type not in ("cpu", "mps", "xpu", "meta"):
-        if not getattr(torch, device.type, None) or not getattr(getattr(torch, device.type), "is_available",
-                                                                  lambda: False)():
-            raise ConfigError(f"--device {name}: no {device.type} device is available here; use --device cpu or auto")
-    return device
 
 
 def train_step(model: DraemModel, batch: SynthBatch, optimizer: torch.optim.Optimizer, loss_cfg: LossConfig,
@@ -183,6 +85,7 @@ class Trainer:
         self.model = model
         self.device = next(model.parameters()).device
         self.images = train_images.to(self.device)
+        self._host_images = train_images  # what synthesis workers share (train.synthesis_workers)
         self.synth = synthesizer
         self.cfg, self.loss_cfg = cfg, loss_cfg
         self.workdir = Path(workdir)
@@ -209,6 +112,7 @@ class Trainer:
         self.sampler = make_generator(cfg.seed, 1000 + rank, self.device)
         use_amp = self.device.type == "cuda" and cfg.bf16
         self.autocast = torch.bfloat16 if use_amp else None
+        self.sspcab = bool(getattr(getattr(model, "config", None), "sspcab", False))  # its loss term is reported too
         self.step = make_step(forward if forward is not None else model, loss_cfg, self.autocast, cfg.compile,
                               cfg.compile_mode, cfg.compile_backend)
         self.iteration = 0
@@ -218,8 +122,9 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------
     def rng_state(self) -> dict[str, torch.Tensor]:
-        return {"sampler": self.sampler.get_state(), "synthesis": self.synth.generator.get_state(),
-                "torch": torch.get_rng_state()}
+        # the sampler's and the synthesis's generators are reseeded for every batch from (seed, rank, k)
+        # alone (wherever the batch is made): only torch's global stream is state
+        return {"torch": torch.get_rng_state()}
 
     def save(self, which: str = "last") -> None:
         if not self.is_main:  # other DDP ranks keep only their own random streams
@@ -247,9 +152,7 @@ class Trainer:
         own = self.workdir / "checkpoints" / f"rng-rank{self.rank}.safetensors"
         if self.rank and own.is_file():
             rng = load_file(str(own))
-        self.sampler.set_state(rng["sampler"])
-        self.synth.generator.set_state(rng["synthesis"])
-        torch.set_rng_state(rng["torch"])
+        torch.set_rng_state(rng["torch"])  # older checkpoints also hold the per-batch generators: unused
         return meta["loaded_from"]
 
     def has_checkpoint(self) -> bool:
@@ -287,13 +190,14 @@ class Trainer:
 
     # -- loop ----------------------------------------------------------------------------
     def draw(self, k: int) -> SynthBatch:
-        """Batch ``k`` of this rank: images drawn from the cache (with replacement, as the original) and
-        their anomalies, from generators seeded by (seed, rank, k) alone, so that a resumed run or any
-        other process regenerates it without the batches before it."""
-        self.sampler.manual_seed(batch_seed(self.cfg.seed, self.rank, k, "sampler"))
-        self.synth.generator.manual_seed(batch_seed(self.cfg.seed, self.rank, k, "synthesis"))
-        idx = torch.randint(0, len(self.images), (self.cfg.batch_size,), generator=self.sampler, device=self.device)
-        return self.synth(self.images[idx])
+        """Batch ``k`` of this rank, made here (:func:`.batches.draw_batch`): the same whoever draws it and
+        whenever, so a resumed run or a worker process regenerates it without the batches before it."""
+        return draw_batch(self.images, self.synth, self.sampler, self.cfg.seed, self.rank, k, self.cfg.batch_size)
+
+    def batch_source(self):
+        """Where this run's batches come from (:mod:`.batches`): made here, or by synthesis workers."""
+        return batch_source(self._host_images, self.synth, self.draw, self.cfg.seed, self.rank, self.cfg.batch_size,
+                            self.device, self.cfg.synthesis_workers)
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
         if resume:
@@ -304,17 +208,28 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         count, t0, started = 0, time.perf_counter(), time.perf_counter()
         interrupt, previous_handler = self._catch_ctrl_c()
+        source = self.batch_source()
         try:
+            source.start(self.iteration, self.total)
             while self.iteration < self.total:
                 lr = self.cfg.lr_at(self.iteration, self.total) * self.lr_scale
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                batch = self.draw(self.iteration)
+                try:
+                    batch = source.get(self.iteration)
+                except SynthesisWorkerDied as exc:  # between iterations: save what is done, then stop
+                    if self.iteration > self.resumed_from:
+                        self._check_finite(sums, lr)
+                        self.save("last")
+                        raise SynthesisWorkerDied(f"{exc}; checkpoint saved at iteration {self.iteration} of "
+                                                  f"{self.total}: --resume continues from it") from None
+                    raise
                 if self.device.type == "cuda" and self.cfg.channels_last:
                     batch.augmented = batch.augmented.contiguous(memory_format=torch.channels_last)
                 terms = train_step(self.model, batch, self.optimizer, self.loss_cfg, self.autocast, self.forward,
                                    self.step)
-                for k, v in (("loss", terms.total), ("l2", terms.l2), ("ssim", terms.ssim), ("focal", terms.focal)):
+                for k, v in (("loss", terms.total), ("l2", terms.l2), ("ssim", terms.ssim), ("focal", terms.focal),
+                             *((("sspcab", terms.sspcab),) if self.sspcab else ())):
                     sums[k] = sums.get(k, 0) + v.detach()
                 count += 1
                 self.iteration += 1
@@ -352,7 +267,13 @@ class Trainer:
                     self._say(f"checkpoint saved at iteration {self.iteration} of {self.total}; "
                               "--resume continues from it")
                     raise KeyboardInterrupt
+        except RuntimeError as exc:  # a worker's death reported in the middle of a step: the last checkpoint stands
+            died = worker_death(exc, f"in iteration {self.iteration + 1}")
+            if died is None:
+                raise
+            raise SynthesisWorkerDied(f"{died}; --resume continues from the last checkpoint") from None
         finally:
+            source.close()
             if previous_handler is not _NOT_INSTALLED:
                 signal.signal(signal.SIGINT, previous_handler if previous_handler is not None else signal.SIG_DFL)
             if bar:

@@ -86,8 +86,11 @@ def straight(root, tmp_path_factory):
     return out
 
 
-def test_resume_reproduces_an_uninterrupted_run(root, tmp_path, straight, monkeypatch, capsys):
-    run = tiny_run(root, *RESUME)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_reproduces_an_uninterrupted_run(root, tmp_path, straight, monkeypatch, capsys, workers):
+    """With synthesis in 2 worker processes too: their batches are the in-process ones, so the weights
+    match the run without workers (``straight``) bit for bit."""
+    run = tiny_run(root, *RESUME, f"train.synthesis_workers={workers}")
 
     def crash_at(n, exc):
         def cb(rec):

@@ -3,14 +3,18 @@ after any number of other batches; other ranks and seeds get other batches."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
+from draem_zoo.errors import ConfigError
 from draem_zoo.model.draem import build_model
 from draem_zoo.model.losses import LossConfig
 from draem_zoo.synthesis.config import SynthesisConfig
 from draem_zoo.synthesis.simulator import AnomalySynthesizer, batch_seed, load_textures, make_generator
 from draem_zoo.train import trainer as trainer_mod
+from draem_zoo.train.batches import WorkerBatches, cpu_allowance, resolve_workers
 from draem_zoo.train.trainer import TrainConfig, Trainer
 
 
@@ -64,9 +68,11 @@ def test_the_loop_trains_on_exactly_those_batches(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_a_training_iteration_never_waits_for_the_gpu(tmp_path):
-    """Drawing a batch (dense on-device synthesis) and the step (bf16, fused Adam) queue work on the GPU
-    without one host sync: the loop only syncs at reports, validations and saves."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_training_iteration_never_waits_for_the_gpu(tmp_path, workers):
+    """Getting a batch (dense on-device synthesis, or 2 CPU workers' batches copied from pinned memory
+    without blocking) and the step (bf16, fused Adam) queue work on the GPU without one host sync: the
+    loop only syncs at reports, validations and saves."""
     from draem_zoo.train.trainer import train_step
 
     device = torch.device("cuda")
@@ -75,16 +81,53 @@ def test_a_training_iteration_never_waits_for_the_gpu(tmp_path):
     synth = AnomalySynthesizer(synth_cfg, bank, make_generator(0, 0, device))
     model = build_model("paper-tiny", rec_width=4, disc_width=4, image_size=32).to(device)
     images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
-    t = Trainer(model, images, synth, TrainConfig(iterations=6, batch_size=4, report_every=0, validations=1),
-                LossConfig(), tmp_path, progress=False)
+    t = Trainer(model, images, synth, TrainConfig(iterations=6, batch_size=4, report_every=0, validations=1,
+                                                  synthesis_workers=workers), LossConfig(), tmp_path, progress=False)
     assert t.optimizer.defaults.get("fused") is True
-    for k in range(2):  # warm-up: cuDNN's autotuner and lazy initialisation may sync once
-        train_step(t.model, t.draw(k), t.optimizer, t.loss_cfg, t.autocast, None, t.step)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
+    source = t.batch_source()
+    assert source.workers == workers
+    source.start(0, 6)
     try:
-        for k in range(2, 5):
-            train_step(t.model, t.draw(k), t.optimizer, t.loss_cfg, t.autocast, None, t.step)
+        for k in range(2):  # warm-up: cuDNN's autotuner and lazy initialisation may sync once
+            train_step(t.model, source.get(k), t.optimizer, t.loss_cfg, t.autocast, None, t.step)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for k in range(2, 5):
+                train_step(t.model, source.get(k), t.optimizer, t.loss_cfg, t.autocast, None, t.step)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
     finally:
-        torch.cuda.set_sync_debug_mode(0)
+        source.close()
     torch.cuda.synchronize()
+
+
+def test_worker_batches_are_the_in_process_batches(tmp_path):
+    """Batches made by 2 DataLoader workers from any starting batch (a resume) are the ones the training
+    process makes itself, bit for bit, in order."""
+    t, images = make_trainer(tmp_path)
+    workers = WorkerBatches(images, t.synth, t.cfg.seed, 0, t.cfg.batch_size, torch.device("cpu"), 2)
+    try:
+        workers.start(3, 9)
+        with pytest.raises(RuntimeError, match="batch 4 asked for, but the workers make batch 3 next"):
+            workers.get(4)
+        for k in range(3, 9):
+            assert same(workers.get(k), t.draw(k)), k
+    finally:
+        workers.close()
+    assert workers._it is None
+
+
+def test_auto_workers_need_cuda_and_two_spare_cores(monkeypatch):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert resolve_workers("auto", cpu, cpus=32) == 0  # CPU training keeps the in-process path
+    assert [resolve_workers("auto", cuda, cpus=c) for c in (1, 2, 3, 4, 9, 64)] == [0, 0, 2, 3, 8, 8]
+    assert resolve_workers(3, cpu) == 3 and resolve_workers(0, cuda, cpus=64) == 0  # a number is a number
+    monkeypatch.setenv("DRAEM_ZOO_CPUS", "4.0")  # a Ray Train worker's CPUs
+    assert cpu_allowance() == 4 and resolve_workers("auto", cuda) == 3
+    monkeypatch.delenv("DRAEM_ZOO_CPUS")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four DDP processes share the node's 16 cores
+    assert cpu_allowance() == 4
+    with pytest.raises(ConfigError, match="synthesis_workers=-1"):
+        TrainConfig(synthesis_workers=-1).validate()
