@@ -2,7 +2,8 @@
 
 Each category's first two trials take one backbone each (POINTS_TO_EVALUATE), so that both
 have a trial to compare; TPE draws the rest. Run with --backbones-final (as the quickstart
-does) to retrain both backbones' best configurations at the final budget and compare those.
+does) to retrain both backbones' best configurations at the final budget and compare those, or
+with --front 2 to retrain and export the two configurations of the accuracy-speed front.
 """
 
 METRIC = "best_val_score"  # validation score of the best checkpoint so far

@@ -198,7 +198,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         budget=args.budget, final_budget=args.final_budget, address=args.address, storage=args.storage,
         gpus_per_trial=args.gpus_per_trial, workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker, final_workers=args.final_workers, final_seeds=args.final_seeds,
-        backbones_final=args.backbones_final,
+        backbones_final=args.backbones_final, front=args.front,
         resume=args.resume, sets=list(args.set or []), sampler=args.sampler, seed=args.seed, retries=args.retries,
         max_concurrent=args.max_concurrent, lr_scaling=args.lr_scaling, num_cpus=args.num_cpus,
         progress=not args.quiet, validations=args.validations, plan=args.plan, throughput=args.throughput)
@@ -209,17 +209,27 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(format_plan(result))
         return 0
     print(json.dumps(result, indent=None if args.json else 2))
+    if not args.plan and result.get("dashboard"):  # stderr: stdout stays one JSON document
+        print("Optuna studies (open them in optuna-dashboard):\n  " + "\n  ".join(result["dashboard"]),
+              file=sys.stderr)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ..search.results import format_status
+    from ..search.status import format_status
+    from ..search.study import dashboard_lines, search_studies
 
     path = Path(args.results) / "status.json"
     if not path.is_file():
         raise DraemZooError(f"{args.results}: no status.json; is it the --out folder of draem-zoo search?")
     status = json.loads(path.read_text())
-    print(json.dumps(status) if args.json else format_status(status))
+    if args.json:
+        print(json.dumps(dict(status, studies=search_studies(args.results))))
+        return 0
+    print(format_status(status))
+    lines = dashboard_lines(args.results)
+    if lines:
+        print("\nOptuna studies:\n  " + "\n  ".join(lines))
     return 0
 
 
@@ -231,8 +241,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for path in write_tables(Path(args.results)).values():
         print(path)
     if not args.quiet:
-        print((Path(args.results) / "leaderboard.md").read_text())
-        print((Path(args.results) / "backbones.md").read_text())
+        for name in ("leaderboard.md", "backbones.md", "front.md", "importance.md", "ablation.md"):
+            if (Path(args.results) / name).is_file():  # ablation.md: only for an ablation search
+                print((Path(args.results) / name).read_text())
     return 0
 
 

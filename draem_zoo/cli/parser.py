@@ -130,12 +130,18 @@ def _add_search(sub) -> None:
     p.add_argument("--backbones-final", action="store_true",
                    help="retrain every backbone's best configuration at the final budget (not only the winner's), "
                    "so that the backbone comparison compares final models; export the best of them on validation")
+    p.add_argument("--front", type=non_negative_int, default=0, metavar="N",
+                   help="also retrain N configurations of each category's accuracy-speed front (validation score "
+                   "against measured inference images/s), test them and export them to RESULTS/<category>/front/"
+                   "<name>/ (default 0: the best model only)")
     p.add_argument("--address", default=None, help="ray://host:10001 or auto (default: start Ray here)")
     p.add_argument("--storage", default=None, metavar="PATH_OR_URI",
                    help="Ray storage all nodes see: a shared folder or s3://..., gs://... (default RESULTS/ray)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack small trials")
     p.add_argument("--workers-per-trial", type=positive_int, default=1, help="DDP workers per trial")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="CPUs per training worker; on a GPU, train.synthesis_workers=auto synthesises anomalies in "
+                        "(CPUs - 1) worker processes when that is 2 or more (default: 1)")
     p.add_argument("--max-concurrent", type=positive_int, default=None, help="trials at once per category (default: fits)")
     p.add_argument("--lr-scaling", default="none", choices=["none", "linear", "sqrt"],
                    help="scale the learning rate with the number of DDP workers")
@@ -149,12 +155,13 @@ def _add_search(sub) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("status", help="progress table of a search")
+    p = sub.add_parser("status", help="progress table of a search, and the optuna-dashboard command of its studies")
     p.add_argument("results", metavar="RESULTS")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("compare", help="rebuild leaderboard and backbone comparison of a search")
+    p = sub.add_parser("compare", help="rebuild leaderboard, backbone comparison, accuracy-speed front and "
+                       "hyperparameter importance of a search")
     p.add_argument("results", metavar="RESULTS")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)

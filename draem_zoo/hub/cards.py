@@ -4,7 +4,10 @@ The YAML metadata (library, license, tags, datasets, pipeline tag and a ``model-
 with the test metrics) is produced by huggingface_hub's own ``ModelCardData`` so that
 the Hub shows the results; :func:`check_card` runs the client's local parsing of it.
 The license follows the training data: MVTec AD is CC BY-NC-SA 4.0, so cards of models
-trained on it say so.
+trained on it say so. With ``--front N`` a search also exports members of the category's
+accuracy-speed front; they are published as branches ``front-<name>`` of the category's repository
+(``main`` keeps the best model), and every card of the repository carries the front's table
+(:func:`front_section`), so that a reader picks a speed and loads that revision.
 """
 
 from __future__ import annotations
@@ -50,14 +53,52 @@ def dataset_info(data_root: str | None, dataset: str | None = None, license: str
             "is_mvtec": False}
 
 
+def search_info(results: Path, category: str) -> dict[str, Any] | None:
+    """What the card says about the search a category's model came from; None without a search record."""
+    meta_path = results / "search.json"
+    summary_path = results / category / "summary.json"
+    if not meta_path.is_file() or not summary_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    summary = json.loads(summary_path.read_text())
+    fs = summary.get("finals_summary") or {}
+    spread = fs.get("image_auroc")
+    return {"space": Path(meta.get("space", "?")).name, "trials": summary.get("n_trials"), "budget": budget_text(meta.get("budget")),
+            "best_val_score": round((summary.get("best_trial") or {}).get("best_val_score") or 0, 4),
+            "seeds": fs.get("seeds", 1), "backbones_final": bool(summary.get("backbones_final")),
+            "finalists": sorted({f.get("variant") or "?" for f in summary.get("final") or []}),
+            "final_val_score": round(fs["val_score"]["mean"], 4) if fs.get("val_score") else None,
+            "seed_spread": f"{100 * spread['mean']:.2f} ± {100 * spread['std']:.2f}" if spread else "n/a"}
+
+
+def front_info(results: Path, category: str) -> tuple[list[dict[str, Any]], str | None]:
+    """(the category's exported front members: ``summary.json``'s ``front`` with a model directory, the
+    trial id of its best model)."""
+    path = results / category / "summary.json"
+    if not path.is_file():
+        return [], None
+    summary = json.loads(path.read_text())
+    members = [m for m in summary.get("front") or []
+               if m.get("model_dir") and (results / category / m["model_dir"] / "config.json").is_file()]
+    return members, summary.get("exported_trial") or (summary.get("best_trial") or {}).get("trial_id")
+
+
+def budget_text(budget) -> str:
+    """A search's trial budget as the card says it ("700 epochs", "40 iterations"; older searches
+    recorded a bare number of iterations)."""
+    return f"{budget} iterations" if isinstance(budget, int) else str(budget)
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}"
 
 
 def render_card(model_dir: str | Path, repo_id: str, dataset: dict[str, Any],
-                search: dict[str, Any] | None = None, onnx: dict[str, Any] | None = None) -> str:
+                search: dict[str, Any] | None = None, onnx: dict[str, Any] | None = None,
+                front: dict[str, Any] | None = None) -> str:
     """The README.md of a model repository, from its config.json; ``onnx``: the repository's model.onnx, if any
-    (:func:`draem_zoo.export.onnx.onnx_info`), adds an ONNX Runtime snippet."""
+    (:func:`draem_zoo.export.onnx.onnx_info`), adds an ONNX Runtime snippet; ``front``: the category's
+    accuracy-speed front (``members``, and ``this``: the member this card is for, None for ``main``)."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
     test = (cfg.get("metrics") or {}).get("test") or {}
     category = (cfg.get("data") or {}).get("category") or "unknown"
@@ -102,7 +143,66 @@ def render_card(model_dir: str | Path, repo_id: str, dataset: dict[str, Any],
         search=search, all_metrics=all_metrics, selection_text=selection_text, speed=test.get("inference_images_per_s", "n/a"),
         license_note=dataset["note"], weights_sha256=cfg.get("weights_sha256"), is_mvtec=dataset.get("is_mvtec"),
         onnx=onnx)
-    return str(card)
+    text = str(card)
+    if front and front.get("members"):
+        text = with_front(text, repo_id, front)
+    return text
+
+
+def front_revision(name: str) -> str:
+    """The branch a front member is published on."""
+    return f"front-{name}"
+
+
+def front_section(repo_id: str, front: dict[str, Any]) -> str:
+    """The card's table of the category's accuracy-speed front: one row per member, its revision."""
+    this, best = front.get("this"), front.get("best_trial")
+    rows = []
+    for m in sorted(front["members"], key=lambda m: -(m.get("images_per_s") or 0)):
+        rev = front_revision(m["name"])
+        test = (m.get("metrics") or {}).get("test_image_auroc")
+        speed, params, val = m.get("images_per_s"), m.get("params"), m.get("val_score")
+        marks = [w for w, on in (("this one", m["name"] == this), ("the configuration of main", best and
+                                                                    m.get("trial_id") == best)) if on]
+        rows.append(f"| `{rev}`{' (' + '; '.join(marks) + ')' if marks else ''} | {m.get('variant')} | "
+                    + ("n/a" if speed is None else f"{speed:.4g}") + " | "
+                    + ("n/a" if not params else f"{params / 1e6:.2f}") + " | "
+                    + ("n/a" if val is None else f"{val:.4f}") + f" | {_pct(test)} |")
+    example = front_revision(front["members"][0]["name"])
+    mine = next((m for m in front["members"] if m["name"] == this), {})
+    if this and best and mine.get("trial_id") == best:
+        lead = (f"**This revision, `{front_revision(this)}`, holds the configuration of `main`, the best model of the "
+                "search by validation score, which is also on the accuracy-speed front.**\n\n")
+    elif this:
+        lead = (f"**This revision, `{front_revision(this)}`, is a member of the accuracy-speed front of its category, "
+                "chosen for its speed; the best model of the search by validation score is on `main`.**\n\n")
+    else:
+        lead = ""
+    return (f"## Accuracy-speed front\n\n{lead}The search retrained {len(front['members'])} configurations of the "
+            "category's accuracy-speed front (the configurations no other beats on both validation score and "
+            "inference speed) at the final budget, tested them, and published each as a branch of this repository; "
+            f"`main` holds the best model by validation score. Speed: inference images/s measured in the search's "
+            f"trials ({front.get('how', 'model.predict')}, device {front.get('device') or 'n/a'}); validation score: "
+            "the search trial's, on the category's validation set.\n\n"
+            "| revision | backbone | inference images/s | parameters (M) | validation score | test image AUROC |\n"
+            "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            f"Pick a speed and load its revision: `draem_zoo.from_pretrained(\"{repo_id}\", revision=\"{example}\")`, "
+            f"or `draem-zoo predict --model hf-hub:{repo_id}@{example} ...`.\n\n")
+
+
+def with_front(card: str, repo_id: str, front: dict[str, Any]) -> str:
+    """``card`` with the front's section; a member's card also loads its own revision in its snippets."""
+    section = front_section(repo_id, front)
+    this = front.get("this")
+    if not this:
+        return card.replace("## Limitations", section + "## Limitations", 1)
+    rev = front_revision(this)
+    card = (card.replace(f'from_pretrained("{repo_id}")', f'from_pretrained("{repo_id}", revision="{rev}")')
+            .replace(f"hf-hub:{repo_id} ", f"hf-hub:{repo_id}@{rev} ")
+            .replace(f"hf download {repo_id} ", f"hf download {repo_id} --revision {rev} ")
+            .replace("This configuration won a search over", "This configuration is on the accuracy-speed front of "
+                     "a search over"))
+    return card.replace("## Use it", section + "## Use it", 1)
 
 
 def describe_selection(cfg: dict) -> str:

@@ -18,6 +18,11 @@ already has are detected by hash (LFS sha256 / git blob sha1), so re-publishing 
 unchanged model makes no commit. A zoo index (``<org>/<prefix>-index``: ``index.json``
 + README) maps categories to repository, revision and headline metrics.
 
+A search run with ``--front N`` also exported members of each category's accuracy-speed front
+(``<category>/front/<name>/``): each is published as a branch ``front-<name>`` of the category's
+repository, one commit per change (no tag: the index pins the commit), with its own card; ``main``
+keeps the best model, and every card and the index list the front (revision, speed, size, scores).
+
 The token comes from the usual places (``HF_TOKEN``, the ``hf auth login`` cache) and is
 never printed or written.
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -39,7 +45,8 @@ from ..__about__ import __version__
 from ..errors import DraemZooError
 from ..export.onnx import ONNX_FILE, onnx_info, read_record, record_path, stale_reason
 from ..model.modeldir import CONFIG, WEIGHTS, check_weights, read_config, sha256_file
-from .cards import check_card, dataset_info, render_card
+from ..search.speed import HOW
+from .cards import check_card, dataset_info, front_info, front_revision, render_card, search_info
 from .checks import HubUnreachable, check_names, hub_failure, network_cause
 from .download import read_index
 
@@ -56,6 +63,12 @@ class Release:
     variant: str
     license: str
     sha256: dict[str, str] = dataclasses.field(default_factory=dict)  # path in repo -> content as checked
+    revision: str = "main"  # main: the category's best model; front-<name>: a front member, on its branch
+    front: dict[str, Any] | None = None  # this member's entry of the front (None for main)
+
+    @property
+    def where(self) -> str:
+        return self.repo_id if self.revision == "main" else f"{self.repo_id}@{self.revision}"
 
     def digest(self, name: str) -> str:
         if name not in self.sha256:
@@ -76,29 +89,6 @@ def _bytes(content: bytes | Path) -> bytes:
 
 def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def _search_info(results: Path, category: str) -> dict[str, Any] | None:
-    meta_path = results / "search.json"
-    summary_path = results / category / "summary.json"
-    if not meta_path.is_file() or not summary_path.is_file():
-        return None
-    meta = json.loads(meta_path.read_text())
-    summary = json.loads(summary_path.read_text())
-    fs = summary.get("finals_summary") or {}
-    spread = fs.get("image_auroc")
-    return {"space": Path(meta.get("space", "?")).name, "trials": summary.get("n_trials"), "budget": _budget_text(meta.get("budget")),
-            "best_val_score": round((summary.get("best_trial") or {}).get("best_val_score") or 0, 4),
-            "seeds": fs.get("seeds", 1), "backbones_final": bool(summary.get("backbones_final")),
-            "finalists": sorted({f.get("variant") or "?" for f in summary.get("final") or []}),
-            "final_val_score": round(fs["val_score"]["mean"], 4) if fs.get("val_score") else None,
-            "seed_spread": f"{100 * spread['mean']:.2f} ± {100 * spread['std']:.2f}" if spread else "n/a"}
-
-
-def _budget_text(budget) -> str:
-    """A search's trial budget as the card says it ("700 epochs", "40 iterations"; older searches
-    recorded a bare number of iterations)."""
-    return f"{budget} iterations" if isinstance(budget, int) else str(budget)
 
 
 def onnx_check(model_dir: str | Path, weights_sha256: str | None) -> tuple[str | None, str | None]:
@@ -163,54 +153,83 @@ def build_releases(results: str | Path, org: str, prefix: str = "draem-mvtec", d
     check_names(org, prefix, wanted)
     releases = []
     for cat in wanted:
-        model_dir = results / cat / "best"
-        cfg, digests = _checked_model_dir(model_dir)
-        root = ((cfg.get("run") or {}).get("data") or {}).get("root")
-        info = dataset_info(root, dataset, license)
         repo_id = f"{org}/{prefix}-{cat}"
-        onnx, onnx_sha256 = _onnx_file(model_dir, cfg, warn)
-        card = render_card(model_dir, repo_id, info, _search_info(results, cat), onnx=onnx)
-        check_card(card)
-        test = (cfg.get("metrics") or {}).get("test") or {}
-        files: dict[str, bytes | Path] = {WEIGHTS: model_dir / WEIGHTS, CONFIG: model_dir / CONFIG}
-        if onnx and onnx_sha256:
-            files[ONNX_FILE] = model_dir / ONNX_FILE
-            digests[ONNX_FILE] = onnx_sha256
-        files["README.md"] = card.encode()
-        releases.append(Release(cat, repo_id, files, card,
-                                {k: test.get(k) for k in ("image_auroc", "pixel_auroc", "pixel_ap", "aupro")},
-                                cfg["model"]["variant"], info["license"], digests))
+        members, best_trial = front_info(results, cat)
+        for m in members:
+            if not re.fullmatch(r"[A-Za-z0-9._-]+", m["name"]) or ".." in m["name"]:
+                raise DraemZooError(f"{results / cat / m['model_dir']}: {m['name']!r} cannot name a Hub branch; "
+                                    "nothing was uploaded")
+        front = {"members": members, "how": HOW, "best_trial": best_trial,
+                 "device": next((m.get("infer_device") for m in members if m.get("infer_device")), None)}
+        releases.append(_release(results, cat, results / cat / "best", repo_id, dataset, license, warn,
+                                 front=dict(front, this=None) if members else None))
+        for m in members:
+            releases.append(_release(results, cat, results / cat / m["model_dir"], repo_id, dataset, license, warn,
+                                     front=dict(front, this=m["name"]), member=m))
     return releases
 
 
+def _release(results: Path, cat: str, model_dir: Path, repo_id: str, dataset: str | None, license: str | None,
+             warn: Callable[[str], None], front: dict[str, Any] | None = None,
+             member: dict[str, Any] | None = None) -> Release:
+    """One checked release: the category's best model (``main``) or a front ``member`` (its branch)."""
+    cfg, digests = _checked_model_dir(model_dir)
+    root = ((cfg.get("run") or {}).get("data") or {}).get("root")
+    info = dataset_info(root, dataset, license)
+    onnx, onnx_sha256 = _onnx_file(model_dir, cfg, warn)
+    search = search_info(results, cat)
+    if member and search:  # the search paragraph of a member's card is about the member
+        search = dict(search, backbones_final=False, best_val_score=round(member.get("val_score") or 0, 4))
+    card = render_card(model_dir, repo_id, info, search, onnx=onnx, front=front)
+    check_card(card)
+    test = (cfg.get("metrics") or {}).get("test") or {}
+    files: dict[str, bytes | Path] = {WEIGHTS: model_dir / WEIGHTS, CONFIG: model_dir / CONFIG}
+    if onnx and onnx_sha256:
+        files[ONNX_FILE] = model_dir / ONNX_FILE
+        digests[ONNX_FILE] = onnx_sha256
+    files["README.md"] = card.encode()
+    return Release(cat, repo_id, files, card, {k: test.get(k) for k in ("image_auroc", "pixel_auroc", "pixel_ap", "aupro")},
+                   cfg["model"]["variant"], info["license"], digests,
+                   revision=front_revision(member["name"]) if member else "main", front=member)
+
+
 def write_local_zoo(releases: list[Release], zoo_dir: str | Path, org: str, prefix: str) -> Path:
-    """The zoo as folders laid out exactly like the Hub repositories (plus the index)."""
+    """The zoo as folders laid out exactly like the Hub repositories (plus the index); a front member's
+    branch as the folder ``<repository>@front-<name>``."""
     zoo = Path(zoo_dir)
     for r in releases:
-        dest = zoo / r.repo_id.split("/")[-1]
+        dest = zoo / r.where.split("/")[-1]
         dest.mkdir(parents=True, exist_ok=True)
         for name, content in r.files.items():
             if isinstance(content, bytes):
                 (dest / name).write_bytes(content)
             else:
                 shutil.copy2(content, dest / name)
-    index = _index(releases, {r.category: {"revision": None, "tag": None} for r in releases}, org, prefix)
+    index = _index(releases, {r.where: {"revision": None, "tag": None} for r in releases}, org, prefix)
     (zoo / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     return zoo
 
 
 def _index(releases: list[Release], refs: dict[str, dict], org: str, prefix: str) -> dict[str, Any]:
+    """The zoo index; ``refs``: :attr:`Release.where` -> its published revision (commit) and tag."""
+    cats = {r.category: {"repo": r.repo_id, "revision": refs[r.where]["revision"], "tag": refs[r.where]["tag"],
+                         "variant": r.variant, "license": r.license, "weights_sha256": r.digest(WEIGHTS),
+                         "onnx": ONNX_FILE in r.files, "metrics": r.metrics}
+            for r in releases if r.revision == "main"}
+    for r in releases:
+        if r.revision != "main" and r.category in cats:
+            m = r.front or {}
+            cats[r.category].setdefault("front", []).append(
+                {"name": m.get("name"), "branch": r.revision, "revision": refs[r.where]["revision"],
+                 "variant": r.variant, "images_per_s": m.get("images_per_s"), "params": m.get("params"),
+                 "val_score": m.get("val_score"), "weights_sha256": r.digest(WEIGHTS), "metrics": r.metrics})
     return {"zoo": f"{org}/{prefix}", "format": "draem-zoo-index", "version": 1, "package_version": __version__,
-            "categories": {r.category: {"repo": r.repo_id, "revision": refs[r.category]["revision"],
-                                        "tag": refs[r.category]["tag"], "variant": r.variant, "license": r.license,
-                                        "weights_sha256": r.digest(WEIGHTS), "onnx": ONNX_FILE in r.files,
-                                        "metrics": r.metrics}
-                           for r in releases}}
+            "categories": cats}
 
 
 def plan(releases: list[Release]) -> list[dict[str, Any]]:
     """What a publish would upload (``--dry-run``)."""
-    return [{"repo": r.repo_id, "category": r.category, "license": r.license,
+    return [{"repo": r.repo_id, "revision": r.revision, "category": r.category, "license": r.license,
              "files": {n: {"bytes": len(_bytes(c)), "sha256": r.digest(n)} for n, c in r.files.items()},
              "metrics": r.metrics} for r in releases]
 
@@ -221,9 +240,9 @@ def _token_or_fail() -> None:
 
 
 def _changed_files(api, repo_id: str, release: Release) -> list[str]:
-    """Files whose content the repository's main branch does not have yet."""
+    """Files whose content the release's branch (main, or a front member's) does not have yet."""
     try:
-        remote = {f.path: f for f in api.get_paths_info(repo_id, list(release.files), revision="main")}
+        remote = {f.path: f for f in api.get_paths_info(repo_id, list(release.files), revision=release.revision)}
     except Exception as exc:
         if network_cause(exc):
             raise
@@ -248,7 +267,7 @@ def _dropped_files(api, repo_id: str, release: Release) -> list[str]:
     if not wanted:
         return []
     try:
-        return [f.path for f in api.get_paths_info(repo_id, wanted, revision="main")]
+        return [f.path for f in api.get_paths_info(repo_id, wanted, revision=release.revision)]
     except Exception as exc:
         if network_cause(exc):
             raise
@@ -294,34 +313,40 @@ def _publish(releases: list[Release], org: str, prefix: str, private: bool, log:
             raise DraemZooError(f"{r.repo_id}: the model card fails the Hub's validation ({exc}); "
                                 "nothing was uploaded") from None
     refs: dict[str, dict] = {}
-    for r in releases:
-        current.append(r.repo_id)
+    for r in releases:  # a category's main comes before its front members' branches
+        current.append(r.where)
         r.recheck()
         api.create_repo(r.repo_id, private=private, exist_ok=True)
+        main = r.revision == "main"
+        if not main:  # a front member's branch starts from main, then gets its own files
+            api.create_branch(r.repo_id, branch=r.revision, exist_ok=True)
         changed = _changed_files(api, r.repo_id, r)
         dropped = _dropped_files(api, r.repo_id, r)
         changed += [f"{n} (removed)" for n in dropped]
-        head = api.model_info(r.repo_id).sha if not changed else None
+        head = api.model_info(r.repo_id, revision=r.revision).sha if not changed else None
         if not changed:
-            tags = api.list_repo_refs(r.repo_id).tags
+            tags = api.list_repo_refs(r.repo_id).tags if main else []
             tag = next((t.name for t in tags if t.target_commit == head), None)
-            log(f"{r.repo_id}: unchanged (revision {head[:10] if head else '?'}), no new commit")
-            refs[r.category] = {"revision": head, "tag": tag}
-            done.append({"repo": r.repo_id, "changed": False, "revision": head, "tag": tag})
+            log(f"{r.where}: unchanged (revision {head[:10] if head else '?'}), no new commit")
+            refs[r.where] = {"revision": head, "tag": tag}
+            done.append({"repo": r.repo_id, "branch": r.revision, "changed": False, "revision": head, "tag": tag})
             continue
         ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=c if isinstance(c, bytes) else str(c))
                for name, c in r.files.items()]
         ops += [CommitOperationDelete(path_in_repo=name) for name in dropped]
         m = r.metrics
-        title = f"draem-zoo {__version__}: {r.category}" + (
+        title = f"draem-zoo {__version__}: {r.category}" + ("" if main else f" front member {r.front['name']}") + (
             f" (image AUROC {100 * m['image_auroc']:.2f})" if m.get("image_auroc") is not None else "")
-        info = api.create_commit(r.repo_id, operations=ops, commit_message=title,
+        info = api.create_commit(r.repo_id, operations=ops, commit_message=title, revision=r.revision,
                                  commit_description="files changed: " + ", ".join(changed))
-        tag = _next_tag(api, r.repo_id)
-        api.create_tag(r.repo_id, tag=tag, revision=info.oid, tag_message=title)
-        log(f"{r.repo_id}: committed {info.oid[:10]} ({', '.join(changed)}), tagged {tag}")
-        refs[r.category] = {"revision": info.oid, "tag": tag}
-        done.append({"repo": r.repo_id, "changed": True, "revision": info.oid, "tag": tag, "files": changed})
+        tag = None
+        if main:  # releases of main are tagged; a branch is pinned by its commit (the index has it)
+            tag = _next_tag(api, r.repo_id)
+            api.create_tag(r.repo_id, tag=tag, revision=info.oid, tag_message=title)
+        log(f"{r.where}: committed {info.oid[:10]} ({', '.join(changed)})" + (f", tagged {tag}" if tag else ""))
+        refs[r.where] = {"revision": info.oid, "tag": tag}
+        done.append({"repo": r.repo_id, "branch": r.revision, "changed": True, "revision": info.oid, "tag": tag,
+                     "files": changed})
     current.append(f"{org}/{prefix}-index")
     _publish_index(api, releases, refs, org, prefix, private, log)
 
@@ -337,12 +362,15 @@ def _publish_index(api, releases, refs, org, prefix, private, log) -> None:
     except DraemZooError:  # no index yet
         pass
     rows = "\n".join(f"| {c} | [{e['repo']}](https://huggingface.co/{e['repo']}) | {e.get('tag') or '-'} | "
-                     f"{'n/a' if (e.get('metrics') or {}).get('image_auroc') is None else round(100 * e['metrics']['image_auroc'], 2)} |"
+                     f"{'n/a' if (e.get('metrics') or {}).get('image_auroc') is None else round(100 * e['metrics']['image_auroc'], 2)} | "
+                     + (", ".join(f"`{f['branch']}`" for f in e.get("front") or []) or "-") + " |"
                      for c, e in sorted(index["categories"].items()))
     readme = (f"---\nlibrary_name: draem-zoo\ntags:\n- anomaly-detection\n- draem\n---\n\n# {org}/{prefix} zoo index\n\n"
               f"`index.json` lists every category's model repository, pinned revision and headline metrics. "
               f"`draem-zoo pull {org} DIR --prefix {prefix}` downloads them all.\n\n"
-              f"| category | repository | tag | test image AUROC |\n|---|---|---|---|\n{rows}\n")
+              "Front members (accuracy-speed front, `draem-zoo search --front N`) are branches of their category's "
+              "repository; `index.json` lists their speed, size and pinned commit.\n\n"
+              f"| category | repository | tag | test image AUROC | front branches |\n|---|---|---|---|---|\n{rows}\n")
     payload = {INDEX_FILE: (json.dumps(index, indent=2) + "\n").encode(), "README.md": readme.encode()}
     api.create_repo(repo, private=private, exist_ok=True)
     fake = Release("index", repo, payload, readme, {}, "", "")

@@ -2,11 +2,13 @@
 
 Phase 1: a Ray Tune experiment: ``OptunaSearch`` (TPE by default) drives the search
 space, ASHA stops weak trials early on our reported ``iteration``, each trial is a
-:func:`~draem_zoo.search.trial.trial_trainable`. The Optuna study lives in SQLite beside
-the experiment when the storage is a local path, so it keeps every finished trial
-across driver restarts. Phase 2: the best configuration (by validation score) is
-retrained at the full budget with Ray Train across the requested workers, once per
-seed; the result carries the test metrics and the exported model directory.
+:func:`~draem_zoo.search.trial.trial_trainable`. The Optuna study lives in a journal file
+beside the experiment when the storage is a folder (:mod:`.study`; safe on NFS), so it keeps
+every finished trial across driver restarts and optuna-dashboard opens it. Phase 2: the best
+configuration (by validation score) is retrained at the full budget with Ray Train across the
+requested workers, once per seed, and so are, with ``--backbones-final``, every backbone's best
+and, with ``--front N``, N configurations of the accuracy-speed front (:mod:`.front`); each
+result carries the test metrics and the exported model directory.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from ray.tune.schedulers import ASHAScheduler
 
 from ..pipeline.runconfig import RunConfig, make_run_config
 from . import progress
+from .front import front_members
 from .results import variant_of
 from .space import load_space, overrides_of
+from .study import journal_storage, load_category_study
 from .trial import budget_run_config, run_final, trial_resources, trial_trainable
 
 try:
@@ -34,7 +38,7 @@ except ImportError:  # optuna missing: load_space / check_space already said so
 
 
 class DurableOptunaSearch(_OptunaSearch):
-    """``OptunaSearch`` over a durable (SQLite) study.
+    """``OptunaSearch`` over a durable (journal file) study.
 
     After a driver crash, Tune restarts the trials that were running at its last experiment
     checkpoint; one of them may have finished (and been told to the study) after that
@@ -54,11 +58,9 @@ def _trial_id_from_path(path: str | None) -> str | None:
 
 
 def _optuna_storage(storage: str, experiment: str):
-    if "://" in storage:
-        return None  # object stores: the study is kept in Tune's searcher checkpoints
-    path = Path(storage) / experiment
-    path.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.sqlite3'}")
+    """The study's ``JournalStorage`` (``<storage>/<experiment>/optuna.journal``); None for an object store,
+    where the study is kept in Tune's searcher checkpoints."""
+    return journal_storage(storage, experiment)
 
 
 def choose_trial(scored: list[dict[str, Any]], mode: str = "max") -> dict[str, Any]:
@@ -148,7 +150,7 @@ class CategorySearch:
                              "none is ranked; pin eval.validation_source and the image size"}
         best = choose_trial(scored, self.space.mode)
         self.phase = "final"
-        finalists = [best]
+        finalists = {best["trial_id"]: best}
         if self.settings.get("backbones_final"):
             # every backbone's best trial is retrained at the final budget, so that the backbone
             # comparison is made on the same footing; the export is the best of them on validation
@@ -156,12 +158,28 @@ class CategorySearch:
             per: dict[str, dict[str, Any]] = {variant_of(best): best}
             for t in sorted(scored, key=lambda t: -sign * t["best_val_score"]):
                 per.setdefault(variant_of(t), t)
-            finalists = list(per.values())
-        for t in finalists:
+            finalists.update({t["trial_id"]: t for t in per.values() if t["trial_id"] not in finalists})
+        if self.space.final_per:
+            # FINAL_PER (an ablation's rows): the best trial of every value of that parameter is retrained
+            # at the final budget and tested, so that the values are compared on test, at one budget
+            sign = 1 if self.space.mode == "max" else -1
+            per_value: dict[str, dict[str, Any]] = {}
+            for t in sorted(scored, key=lambda t: -sign * t["best_val_score"]):
+                per_value.setdefault(repr((t.get("params") or {}).get(self.space.final_per)), t)
+            finalists.update({t["trial_id"]: t for t in per_value.values() if t["trial_id"] not in finalists})
+        # --front N: N configurations of the accuracy-speed front, retrained and exported beside the best
+        front = front_members([dict(t, category=self.category) for t in trials], int(self.settings.get("front") or 0),
+                              self.space.mode)
+        by_id = {t["trial_id"]: t for t in trials}
+        for m in front:
+            finalists.setdefault(m["trial_id"], by_id[m["trial_id"]])
+        for t in finalists.values():
             self._final_runs(t)
         self.phase = "done"
         return {"category": self.category, "trials": trials, "best_trial": best, "final": self.final,
-                "study": self._study_summary(), "backbones_final": bool(self.settings.get("backbones_final"))}
+                "front": front, "metric": self.space.metric, "mode": self.space.mode,
+                "study": self._study_summary(), "backbones_final": bool(self.settings.get("backbones_final")),
+                "final_per": self.space.final_per}
 
     def _record(self, result) -> dict[str, Any]:
         m = result.metrics or {}
@@ -188,7 +206,10 @@ class CategorySearch:
             "val_filter_size": m.get("val_filter_size"),
             "resumed": bool(m.get("resumed")), "category": m.get("category"),
             "train_seconds": m.get("train_seconds"), "params_count": m.get("params"),
-            "images_per_s": m.get("images_per_s"),  # inference, measured on the validation set
+            "images_per_s": m.get("images_per_s"),  # inference, measured on the validation set (at the budget)
+            # inference of model.predict on a fixed batch, measured by every trial before it trains (.speed)
+            **{k: m.get(k) for k in ("infer_images_per_s", "infer_batch", "infer_image_size", "infer_device",
+                                     "infer_threads")},
             "val_score_se": m.get("val_score_se"), "val_fingerprint": m.get("val_fingerprint"),
             "curve": curve, "path": result.path,
         }
@@ -208,7 +229,7 @@ class CategorySearch:
                      "iterations": run.train.budget(self.plan["n_train"], workers)}
             self.final.append(entry)
             name = f"{s['experiment']}-final-s{seed}"
-            if s.get("backbones_final"):
+            if s.get("backbones_final") or s.get("front") or self.space.final_per:
                 name += f"-{best.get('trial_id')}"
             try:
                 metrics, checkpoint = run_final(run, name, s, workers)
@@ -219,10 +240,9 @@ class CategorySearch:
                          filesystem=type(checkpoint.filesystem).__name__ if checkpoint else None)
 
     def _study_summary(self) -> dict[str, Any] | None:
-        storage = _optuna_storage(self.settings["storage"], self.settings["experiment"])
-        if storage is None:
+        study = load_category_study(self.settings["storage"], self.settings["experiment"])
+        if study is None:  # an object store: the study is in Tune's searcher checkpoints
             return None
-        study = optuna.load_study(study_name=self.settings["experiment"], storage=storage)
         states = [t.state.name for t in study.trials]
         return {"trials": len(states), "complete": states.count("COMPLETE"), "running": states.count("RUNNING"),
-                "pruned": states.count("PRUNED"), "fail": states.count("FAIL")}
+                "pruned": states.count("PRUNED"), "fail": states.count("FAIL"), "study_name": study.study_name}

@@ -32,6 +32,8 @@ from ..train.budget import parse_budget
 from . import results
 from .plan import make_plan
 from .space import check_space, load_space, overrides_of
+from .status import ProgressLog
+from .study import dashboard_lines, search_studies
 
 
 @dataclasses.dataclass
@@ -51,6 +53,7 @@ class SearchOptions:
     final_workers: int | None = None
     final_seeds: int = 1
     backbones_final: bool = False
+    front: int = 0  # retrain and export N configurations of each category's accuracy-speed front
     resume: bool = False
     sets: list[str] = dataclasses.field(default_factory=list)
     sampler: str | None = None
@@ -105,6 +108,8 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
             raise DraemZooError(f"{out}: no search to resume (no search.json); run without --resume")
     if opts.trials < 1:
         raise DraemZooError(f"--trials {opts.trials}: a search needs at least one trial per category")
+    if opts.front < 0:
+        raise DraemZooError(f"--front {opts.front}: give the number of front configurations to retrain (0: none)")
     if opts.validations < 1:
         raise DraemZooError(f"--validations {opts.validations}: each run needs at least one validation")
     space = load_space(opts.space)
@@ -196,6 +201,7 @@ def _max_concurrent(opts: SearchOptions, res: dict[str, float], n_categories: in
 
 
 def _copy_best(final: list[dict[str, Any]], dest: Path) -> dict[str, Any] | None:
+    """Export the final run of ``final`` with the best validation score to ``dest``; that run, or None."""
     import ray.train
 
     done = [f for f in final if f.get("status") == "done" and f.get("checkpoint")]
@@ -212,6 +218,28 @@ def _copy_best(final: list[dict[str, Any]], dest: Path) -> dict[str, Any] | None
                 shutil.copyfile(Path(local) / name, staging / name)  # the user's umask, not the trial's modes
         swap_in(staging, dest)  # the old best stays until the new one is complete and in place
     return best
+
+
+def _export(summary: dict[str, Any], out: Path) -> None:
+    """Export the category's best model to ``<category>/best`` and its front members to
+    ``<category>/front/<name>``, each from its own final runs (the seed best on validation)."""
+    cat, finals = summary["category"], summary.get("final") or []
+    chosen = summary.get("best_trial") or {}
+    if not summary.get("backbones_final") and chosen.get("trial_id"):
+        finals_of_best = [f for f in finals if f.get("trial_id") == chosen["trial_id"]] or finals
+    else:  # --backbones-final: the export is the best of every backbone's final on validation
+        finals_of_best = finals
+    best = _copy_best(finals_of_best, out / cat / "best")
+    summary["exported_seed"] = best["seed"] if best else None
+    if best and best.get("trial_id"):  # with --backbones-final, the export may be another backbone
+        summary["best_trial"] = next((t for t in summary["trials"] if t["trial_id"] == best["trial_id"]),
+                                     summary.get("best_trial"))
+        summary["exported_trial"] = best["trial_id"]
+    for m in summary.get("front") or []:
+        done = _copy_best([f for f in finals if f.get("trial_id") == m["trial_id"]], out / cat / "front" / m["name"])
+        m["model_dir"] = f"front/{m['name']}" if done else None
+        m["metrics"] = (done or {}).get("metrics")
+        m["exported_seed"] = (done or {}).get("seed")
 
 
 def run_search(opts: SearchOptions) -> dict[str, Any]:
@@ -262,7 +290,7 @@ def _run_search(opts: SearchOptions, pre: dict[str, Any], out: Path) -> dict[str
                     "validations": opts.validations,
                     "workers_per_trial": opts.workers_per_trial, "gpus_per_trial": opts.gpus_per_trial,
                     "cpus_per_worker": opts.cpus_per_worker, "final_workers": opts.final_workers,
-                    "final_seeds": opts.final_seeds, "backbones_final": opts.backbones_final,
+                    "final_seeds": opts.final_seeds, "backbones_final": opts.backbones_final, "front": opts.front,
                     "retries": opts.retries, "sampler": opts.sampler,
                     "seed": opts.seed, "reduction_factor": opts.reduction_factor,
                     "grace_validations": opts.grace_validations, "lr_scaling": opts.lr_scaling,
@@ -278,18 +306,13 @@ def _run_search(opts: SearchOptions, pre: dict[str, Any], out: Path) -> dict[str
                   for c in pre["categories"]}
         pending = {actors[c].run.remote(opts.resume): c for c in pre["categories"]}
         summaries: dict[str, dict] = {}
-        log = results.ProgressLog(sys.stderr) if opts.progress else None
+        log = ProgressLog(sys.stderr) if opts.progress else None
         while pending:
             done, _ = ray.wait(list(pending), timeout=opts.poll_seconds, num_returns=1)
             for ref in done:
                 cat = pending.pop(ref)
                 summary = ray.get(ref)
-                best = _copy_best(summary.get("final") or [], out / cat / "best")
-                summary["exported_seed"] = best["seed"] if best else None
-                if best and best.get("trial_id"):  # with --backbones-final, the export may be another backbone
-                    summary["best_trial"] = next((t for t in summary["trials"] if t["trial_id"] == best["trial_id"]),
-                                                 summary.get("best_trial"))
-                    summary["exported_trial"] = best["trial_id"]
+                _export(summary, out)
                 results.write_category(out, summary)
                 summaries[cat] = summary
             snapshots = ray.get([actors[c].progress.remote() for c in pre["categories"]])
@@ -301,11 +324,16 @@ def _run_search(opts: SearchOptions, pre: dict[str, Any], out: Path) -> dict[str
             if log:
                 log.show(status)
         tables = results.write_tables(out)
+        studies = search_studies(out)
         return {"results": str(out), "search_id": meta["search_id"], "tables": {k: str(v) for k, v in tables.items()},
                 "categories": {c: {"best_trial": (s.get("best_trial") or {}).get("trial_id"),
                                    "error": s.get("error"), "study": s.get("study"),
-                                   "model_dir": str(out / c / "best") if (out / c / "best").is_dir() else None}
-                               for c, s in summaries.items()}}
+                                   "dashboard": (studies.get(c) or {}).get("dashboard"),
+                                   "model_dir": str(out / c / "best") if (out / c / "best").is_dir() else None,
+                                   "front": {m["name"]: str(out / c / m["model_dir"]) for m in s.get("front") or []
+                                             if m.get("model_dir")}}
+                               for c, s in summaries.items()},
+                "dashboard": dashboard_lines(out)}
     finally:
         from .cleanup import sweep_workdirs
 

@@ -67,6 +67,9 @@ def make_plan(pre: dict[str, Any], opts) -> dict[str, Any]:
     w_trial = opts.workers_per_trial
     w_final = opts.final_workers or opts.workers_per_trial
     finalists = len({r.model.variant for r in runs}) if opts.backbones_final else 1
+    if space.final_per:  # every value of that parameter (an ablation's rows) is retrained
+        finalists = max(finalists, len({repr(d.get(space.final_per)) for d in pre["draws"]}))
+    finalists += getattr(opts, "front", 0)  # at most: a front member may be the best or a backbone's best
     upload = 2 * largest["state_bytes"] + largest["adam_bytes"]  # last (weights + Adam) + best (weights)
     final_keep = upload + 2 * largest["state_bytes"]  # its last checkpoint holds the exported model too
     textures = len(find_images(base.synthesis.anomaly_source)) if base.synthesis.anomaly_source else 0

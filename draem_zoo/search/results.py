@@ -5,10 +5,14 @@
     RESULTS/<category>/trials/<id>.json every trial: parameters, curve, metrics, status
     RESULTS/<category>/summary.json     best trial, final runs (per seed), study counts
     RESULTS/<category>/best/            the exported model directory of the best configuration
-    RESULTS/leaderboard.csv|.md         one row per category
+    RESULTS/<category>/front/<name>/    with --front N: the exported front members (:mod:`.front`)
+    RESULTS/leaderboard.csv|.md         one row per category (role "best"), and one per front member
     RESULTS/backbones.csv|.md|.png      the backbone comparison
+    RESULTS/front.csv|.md|.png          the accuracy-speed front of every category (:mod:`.front`)
+    RESULTS/importance.csv|.md|.png     fANOVA / PED-ANOVA importance of every parameter (:mod:`.importance`)
 
-``draem-zoo compare RESULTS`` rebuilds the tables and the plot from the JSON records.
+``draem-zoo compare RESULTS`` rebuilds the tables and the plots from the JSON records (and the
+categories' Optuna studies).
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import csv
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +84,9 @@ def _exported_filter_size(model_dir: Path) -> int | None:
 
 
 def leaderboard(out: Path) -> list[dict[str, Any]]:
+    """One row per category (role "best": the exported best model), then its front members (role "front")."""
+    from .front import front_board  # it imports this module
+
     rows = []
     for cat in categories(out):
         s = _load(out / cat / "summary.json")
@@ -98,7 +104,9 @@ def leaderboard(out: Path) -> list[dict[str, Any]]:
             **{f"test_{k}_std": (fs.get(k) or {}).get("std") for k in HEADLINE},
             "model_dir": str(out / cat / "best") if (out / cat / "best" / "model.safetensors").is_file() else None,
             "params": json.dumps({k: v for k, v in params.items() if k != "model.variant"}, sort_keys=True),
+            "role": "best", "infer_images_per_s": best.get("infer_images_per_s"), "params_count": best.get("params_count"),
         })
+        rows += front_board(out, cat, s)
     return rows
 
 
@@ -217,7 +225,7 @@ def asha_savings(out: Path) -> dict[str, Any]:
             "iterations_run": ran, "iterations_full": full, "saved_fraction": (1 - ran / full) if full else None}
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
@@ -228,13 +236,18 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def write_tables(out: Path) -> dict[str, Path]:
-    """leaderboard.csv/.md, backbones.csv/.md/.png from the JSON records."""
+    """leaderboard.csv/.md, backbones.csv/.md/.png, front.csv/.md/.png and importance.csv/.md/.png from the
+    JSON records."""
+    from .ablation import write_ablation
+    from .front import front_lines, write_front  # they import this module
+    from .importance import write_importance
+
     out = Path(out)
     board = leaderboard(out)
-    _write_csv(out / "leaderboard.csv", board)
+    write_csv(out / "leaderboard.csv", board)
     lines = ["| category | backbone | val score | s_f | image AUROC | pixel AUROC | pixel AP | AUPRO | seeds |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in board:
+    for r in (r for r in board if r["role"] == "best"):
         cells = [_fmt({"mean": r[f"test_{k}"], "std": r[f"test_{k}_std"] or 0} if r[f"test_{k}"] is not None
                       and r["seeds"] > 1 else r[f"test_{k}"]) for k in HEADLINE]
         lines.append(f"| {r['category']} | {r['variant']} | {_fmt(r['val_score'], False)} | {r['filter_size']} | "
@@ -246,10 +259,11 @@ def write_tables(out: Path) -> dict[str, Path]:
               f"{sv['iterations_run']} of {sv['iterations_full']} trial iterations run"
               + (f" ({100 * sv['saved_fraction']:.0f}% of the compute saved)." if sv["saved_fraction"] is not None
                  else ".")]
+    lines += front_lines([r for r in board if r["role"] == "front"])
     (out / "leaderboard.md").write_text("# Leaderboard\n\n" + "\n".join(lines) + "\n")
 
     bb = backbones(out)
-    _write_csv(out / "backbones.csv", bb)
+    write_csv(out / "backbones.csv", bb)
     title, explain = basis_text(bb)
     lines = ["| backbone | trained (iterations) | categories | val score | image AUROC | pixel AUROC | pixel AP | AUPRO "
              "| params (M) | inference img/s | train s/it |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -265,8 +279,9 @@ def write_tables(out: Path) -> dict[str, Path]:
               "selection never reads test images."]
     (out / "backbones.md").write_text(f"# Backbone comparison: {title}\n\n" + "\n".join(lines) + "\n")
     plot_backbones(bb, out / "backbones.png", title, sorted(categories(out)))
-    return {n: out / n for n in ("leaderboard.csv", "leaderboard.md", "backbones.csv", "backbones.md",
-                                 "backbones.png")}
+    files = {n: out / n for n in ("leaderboard.csv", "leaderboard.md", "backbones.csv", "backbones.md",
+                                  "backbones.png")}
+    return {**files, **write_front(out), **write_importance(out), **write_ablation(out)}
 
 
 METRIC_NAMES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pixel_ap": "pixel AP",
@@ -353,97 +368,6 @@ def plot_backbones(rows: list[dict[str, Any]], path: Path, title: str = "", cats
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def status_rows(status: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for cat in status.get("categories", []):
-        trials = cat.get("trials", [])
-        counts = {st: sum(1 for t in trials if t.get("status") == st) for st in ("RUNNING", "TERMINATED", "ERROR")}
-        scores = [t.get("best_val_score") for t in trials if t.get("best_val_score") is not None]
-        finals = cat.get("final", [])
-        rows.append({"category": cat["category"], "phase": cat.get("phase"), "running": counts["RUNNING"],
-                     "done": counts["TERMINATED"], "errors": counts["ERROR"],
-                     "of": status.get("trials_per_category"), "best_val": max(scores) if scores else None,
-                     "final": ", ".join(f"seed {f['seed']}: {f['status']}" for f in finals) or "-"})
-    return rows
-
-
-def format_status(status: dict[str, Any]) -> str:
-    rows = status_rows(status)
-    age = time.time() - status.get("updated", time.time())
-    head = (f"search {status.get('search_id')}  ({status.get('state', '?')}, updated {age:.0f} s ago)\n"
-            f"{'category':16s} {'phase':8s} {'done':>5s} {'run':>4s} {'err':>4s} {'of':>4s} {'best val':>9s}  final")
-    lines = [head]
-    for r in rows:
-        best = "-" if r["best_val"] is None else f"{r['best_val']:.4f}"
-        lines.append(f"{r['category']:16s} {r['phase']!s:8s} {r['done']:5d} {r['running']:4d} {r['errors']:4d} "
-                     f"{r['of']!s:>4s} {best:>9s}  {r['final']}")
-    return "\n".join(lines)
-
-
-def status_events(before: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
-    """One line per thing that happened between two status snapshots: a trial started, reported,
-    was stopped by ASHA, finished or failed; a category's phase changed; a final run started or ended."""
-    def index(status):
-        cats = {c["category"]: c for c in (status or {}).get("categories", [])}
-        trials = {(c, t["trial_id"]): t for c, cat in cats.items() for t in cat.get("trials", [])}
-        finals = {(c, i): f for c, cat in cats.items() for i, f in enumerate(cat.get("final", []))}
-        return cats, trials, finals
-
-    (cats0, trials0, finals0), (cats1, trials1, finals1) = index(before), index(now)
-    lines = []
-    for c, cat in cats1.items():
-        if (cats0.get(c) or {}).get("phase") != cat.get("phase"):
-            lines.append(f"{c}: {cat.get('phase')}")
-    for key, t in trials1.items():
-        c, tid = key
-        old = trials0.get(key) or {}
-        it, total = t.get("iteration"), t.get("total")
-        where = f"iteration {it}/{total}" if it is not None else "no report yet"
-        if old.get("status") != t.get("status"):
-            if t.get("status") == "RUNNING":
-                lines.append(f"{c} trial {tid}: started" + (f" ({where})" if it else ""))
-            elif t.get("status") == "TERMINATED":
-                done = it is not None and total is not None and it >= total
-                lines.append(f"{c} trial {tid}: {'finished' if done else 'stopped by ASHA'} at {where}, best val "
-                             f"{_fmt(t.get('best_val_score'), False)}")
-            elif t.get("status") == "ERROR":
-                lines.append(f"{c} trial {tid}: failed at {where}")
-        elif it is not None and it != old.get("iteration"):
-            lines.append(f"{c} trial {tid}: {where}, val {_fmt(t.get('val_score'), False)}, best "
-                         f"{_fmt(t.get('best_val_score'), False)}")
-    for key, f in finals1.items():
-        c, _ = key
-        if (finals0.get(key) or {}).get("status") != f.get("status"):
-            lines.append(f"{c} final seed {f.get('seed')} ({f.get('variant')}, {f.get('iterations')} iterations x "
-                         f"{f.get('workers')} workers): {f.get('status')}")
-    return lines
-
-
-class ProgressLog:
-    """Progress of a search on ``stream``: on a terminal the live table, reprinted when it changes;
-    in a log file (not a terminal) one line per event, so that a cluster-wide search of 15 categories x
-    32 trials writes kilobytes, not megabytes."""
-
-    def __init__(self, stream, tty: bool | None = None):
-        self.stream = stream
-        self.tty = stream.isatty() if tty is None else tty
-        self.last: dict[str, Any] | None = None
-        self.last_table = ""
-
-    def show(self, status: dict[str, Any]) -> None:
-        if self.tty:
-            text = format_status(status)
-            body = text.split("\n", 1)[1]
-            if body != self.last_table:
-                print(text, file=self.stream, flush=True)
-                self.last_table = body
-        else:
-            stamp = time.strftime("%H:%M:%S")
-            for line in status_events(self.last, status):
-                print(f"{stamp} {line}", file=self.stream, flush=True)
-        self.last = status
 
 
 def nan_to_none(x: Any) -> Any:

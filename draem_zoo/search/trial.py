@@ -10,7 +10,8 @@ is no DDP to set up. A final run is the same with ``export`` and the test split,
 reports happen at validation points only, so every report carries the objective (ASHA's time
 attribute is our ``iteration``, which survives restores); a run
 restored after a crash continues from its latest checkpoint, and a finished one replays its
-result instead of training again.
+result instead of training again. Every report also carries the model's inference speed and
+parameter count, measured once on rank 0 before training (:mod:`.speed`).
 
 Nothing is left behind on the nodes: a run's local work directory goes when the run ends
 (finished or failed; the checkpoint in storage is what a retry starts from), and the search
@@ -41,6 +42,7 @@ from ..pipeline.runconfig import RunConfig, make_run_config
 from ..pipeline.workflow import Distributed, train_category
 from ..train.budget import parse_budget
 from .space import overrides_of
+from .speed import trial_speed
 
 HEADLINE = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
 FINAL = "final.json"  # in the last checkpoint of a finished run
@@ -106,6 +108,8 @@ def worker_loop(cfg: dict[str, Any], session: TrainSession | TuneSession | None 
     session = session or TrainSession()
     rank, world = session.rank, session.world
     torch.set_num_threads(max(1, int(cfg.get("threads", 1))))
+    # the cores Ray gave this worker (--cpus-per-worker): train.synthesis_workers=auto counts its spare ones
+    os.environ["DRAEM_ZOO_CPUS"] = str(max(1, int(cfg.get("threads", 1))))
     run = RunConfig.from_dict(cfg["run"])
     workdir = _local_workdir(cfg["name"], rank)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -128,14 +132,17 @@ def _run(cfg: dict[str, Any], session, run: RunConfig, workdir: Path, rank: int,
             session.report(dict(final, replayed=True))
             return
     crash_at = cfg.get("crash_at_iteration")  # fault-injection for tests: first attempt only
+    # the architecture's inference speed and size, in every report: a trial ASHA stops early has them too
+    speed = trial_speed(run.model, session.device) if rank == 0 else {}
 
     held: dict[str, Any] = {}
 
     def report(rec: dict) -> None:
         if crash_at and not resume and rec["iteration"] >= crash_at:
             os._exit(3)  # a hard worker crash, as an OOM kill or a lost node would be
-        metrics = {k: rec[k] for k in ("iteration", "total", "loss", "l2", "ssim", "focal", "lr", "it_per_s")
+        metrics = {k: rec[k] for k in ("iteration", "total", "loss", "l2", "ssim", "focal", "sspcab", "lr", "it_per_s")
                    if k in rec}
+        metrics.update(speed)
         if rec.get("total") and rec["iteration"] >= rec["total"]:
             # The report at the budget goes out with the final one (the done marker, test metrics
             # of a final): ASHA's top rung sits at the budget, and a trial it stops there would
@@ -153,7 +160,7 @@ def _run(cfg: dict[str, Any], session, run: RunConfig, workdir: Path, rank: int,
     dist = Distributed(rank=rank, world_size=world, wrap=session.wrap, lr_scale=lr_scale, device=session.device)
     result = train_category(run, workdir, resume=resume, progress=False, callbacks=[report], dist=dist,
                             evaluate_test=bool(cfg.get("evaluate_test")))
-    final: dict[str, Any] = {**held, "iteration": result["iterations"], "final": True, "resumed": resume,
+    final: dict[str, Any] = {**held, **speed, "iteration": result["iterations"], "final": True, "resumed": resume,
                              "category": run.data.category}
     digest = _rank_digest(rank, result.get("last_weights_sha256"))
     if rank:  # its node and final weights, merged into the run's last checkpoint beside rank 0's

@@ -307,3 +307,50 @@ def test_card_states_the_filter_size_decision_and_its_noise():
     assert "abababababababab" in text
     cfg["selection"]["filter_size_choice"] = dict(choice, low=0.001, moved=True)
     assert "moved to 5" in describe_selection(cfg)
+
+
+def test_hub_front_members_are_branches_of_the_category_repo(results, hub_env, tmp_path):
+    """--front N: main keeps the best model; each front member is a branch front-<name> of the same
+    repository with its own weights and card; every card and the index list the front."""
+    res = _copy(results, tmp_path)
+    weave = res / "weave"
+    shutil.copytree(weave / "best", weave / "front" / "paper-tiny")  # the best is on the front too
+    train_category(make_run_config([f"data.root={results[1]}", "data.category=weave", *TINY, "train.seed=1"]),
+                   weave / "front" / "fast", progress=False)
+    members = [{"name": "paper-tiny", "model_dir": "front/paper-tiny", "variant": "paper-tiny", "trial_id": "t1",
+                "images_per_s": 120.0, "params": 12345, "val_score": 0.61, "infer_device": "cpu",
+                "metrics": {"test_image_auroc": 0.7}},
+               {"name": "fast", "model_dir": "front/fast", "variant": "paper-tiny", "trial_id": "t2",
+                "images_per_s": 480.0, "params": 2345, "val_score": 0.55, "infer_device": "cpu",
+                "metrics": {"test_image_auroc": 0.6}}]
+    (weave / "summary.json").write_text(json.dumps({"category": "weave", "front": members}))
+    releases = _releases(res)
+    assert [(r.category, r.revision) for r in releases] == [("granite", "main"), ("weave", "main"),
+                                                            ("weave", "front-paper-tiny"), ("weave", "front-fast")]
+    done = publish(releases, ORG, PREFIX, log=lambda m: None)
+    repo = f"{ORG}/{PREFIX}-weave"
+    assert set(hub_env.hub.branches(repo)) == {"main", "front-paper-tiny", "front-fast"}
+    assert [d["tag"] for d in done if d["repo"] == repo] == ["v1", None, None]  # branches are pinned by commit
+    fast = hub_env.hub.files(repo, revision="front-fast")
+    assert fast["model.safetensors"] == (weave / "front" / "fast" / "model.safetensors").read_bytes()
+    assert hub_env.hub.files(repo)["model.safetensors"] == (weave / "best" / "model.safetensors").read_bytes()
+    # the best is also a front member: its branch differs from main by its card only
+    assert next(d for d in done if d["branch"] == "front-paper-tiny")["files"] == ["README.md"]
+    main_card = hub_env.hub.files(repo)["README.md"].decode()
+    assert "## Accuracy-speed front" in main_card and "| `front-fast` | paper-tiny | 480 | 0.00 | 0.5500 | 60.00 |" \
+        in main_card and "`main` holds the best model" in main_card
+    card = fast["README.md"].decode()
+    assert "`front-fast` (this one)" in card and f'from_pretrained("{repo}", revision="front-fast")' in card
+    assert f"hf-hub:{repo}@front-fast " in card
+    x = _images(results[1])
+    got = draem_zoo.from_pretrained(repo, revision="front-fast").predict(x)
+    assert torch.equal(got.anomaly_map, draem_zoo.load(str(weave / "front" / "fast")).predict(x).anomaly_map)
+    index = json.loads(hub_env.hub.files(f"{ORG}/{PREFIX}-index")["index.json"])
+    entry = index["categories"]["weave"]
+    assert [(f["branch"], f["images_per_s"]) for f in entry["front"]] == [("front-paper-tiny", 120.0),
+                                                                          ("front-fast", 480.0)]
+    assert entry["front"][1]["revision"] == hub_env.hub.branches(repo)["front-fast"] and "front" not in \
+        index["categories"]["granite"]
+    again = publish(_releases(res), ORG, PREFIX, log=lambda m: None)
+    assert not any(d["changed"] for d in again) and len(hub_env.hub.commits(repo, revision="front-fast")) == \
+        len(hub_env.hub.commits(repo)) + 1

@@ -7,6 +7,7 @@ Slow tests: each starts Ray workers and Train runs. Ray is started once for the 
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import signal
@@ -60,10 +61,11 @@ def opts(data, out, **kw):
 def test_search_two_categories_with_asha(cluster, data, tmp_path):
     out = tmp_path / "results"
     start = time.monotonic()
-    result = run_search(opts(data, out, categories="weave,granite", max_concurrent=2, backbones_final=True))
+    result = run_search(opts(data, out, categories="weave,granite", max_concurrent=2, backbones_final=True, front=2))
     elapsed = time.monotonic() - start
     for name in ("search.json", "status.json", "leaderboard.csv", "leaderboard.md", "backbones.csv",
-                 "backbones.png", "space.py"):
+                 "backbones.png", "space.py", "front.csv", "front.md", "front.png", "importance.csv",
+                 "importance.md", "importance.png"):
         assert (out / name).is_file(), name
     for cat in ("weave", "granite"):
         trials = [json.loads(p.read_text()) for p in (out / cat / "trials").glob("*.json")]
@@ -77,6 +79,9 @@ def test_search_two_categories_with_asha(cluster, data, tmp_path):
             # 5 validations per trial (every ceil(16 / 5) = 4 iterations): reports at validation points only
             assert iters == sorted(iters) and iters[0] == 4 and all(i % 4 == 0 for i in iters)
             assert "test" not in t and not any(k.startswith("test_") for c in t["curve"] for k in c)  # finals only
+            # every trial measured its model's speed before training, those ASHA stopped too
+            assert t["infer_images_per_s"] > 0 and t["infer_batch"] == 8 and t["infer_image_size"] == 32
+            assert t["infer_device"] == "cpu" and t["params_count"] > 0
         summary = json.loads((out / cat / "summary.json").read_text())
         best = summary["best_trial"]
         # both backbones got a trial (POINTS_TO_EVALUATE) and each one's best by validation was retrained
@@ -100,17 +105,119 @@ def test_search_two_categories_with_asha(cluster, data, tmp_path):
             section, key = k.split(".", 1)
             assert cfg["run"][section][key] == (list(v) if isinstance(v, tuple) else v), k
         assert model.predict(__import__("torch").rand(1, 3, 32, 32)).score.shape == (1,)
+        _check_front(out, cat, summary, trials, 2)
+        _check_study(out, cat, trials)
     board = (out / "leaderboard.csv").read_text().splitlines()
-    assert len(board) == 3 and board[0].startswith("category,")
+    assert len(board) == 1 + 2 + 2 * 2 and board[0].startswith("category,")  # per category: best, 2 front members
+    rows = csv.DictReader((out / "importance.csv").read_text().splitlines())
+    imp = {(r["scope"], r["evaluator"], r["parameter"]) for r in rows}
+    searched = {"model.variant", "loss.ssim_weight", "loss.focal_gamma", "train.lr"}  # quick.py's parameters
+    assert imp == {(s, e, p) for s in ("weave", "granite", "pooled") for e in ("fanova", "ped_anova") for p in searched}
+    assert "Too few trials (4) for these numbers to mean much" in (out / "importance.md").read_text()
     bb = (out / "backbones.csv").read_text()
     assert "paper-tiny" in bb and "timm-mobilenetv3_small_100" in bb and ",final," in bb
     assert (out / "backbones.md").read_text().startswith("# Backbone comparison: final models")
     status = subprocess.run([sys.executable, "-m", "draem_zoo.cli", "status", str(out)], capture_output=True,
                             text=True)
     assert status.returncode == 0 and "weave" in status.stdout and "done" in status.stdout
+    journal = out / "ray" / f"{json.loads((out / 'search.json').read_text())['search_id']}-weave" / "optuna.journal"
+    assert f"weave: optuna-dashboard {journal}" in status.stdout
+    assert result["categories"]["weave"]["dashboard"] == f"optuna-dashboard {journal}"
     print(f"search of 2 categories x 4 trials + finals: {elapsed:.0f} s; stopped early: "
           f"{sum(json.loads(p.read_text())['stopped_early'] for p in out.glob('*/trials/*.json'))}")
     assert result["categories"]["weave"]["model_dir"]
+
+
+def _check_front(out: Path, cat: str, summary: dict, trials: list[dict], n: int) -> None:
+    """``n`` front members exported to <cat>/front/<name>/, each loadable, retrained at the final budget and
+    tested, and each the best trial of its architecture on the front of the category's trials."""
+    import torch
+
+    members = summary["front"]
+    assert len(members) == n and len({m["name"] for m in members}) == n
+    assert sorted((out / cat / "front").iterdir()) == sorted(out / cat / m["model_dir"] for m in members)
+    finals = {f["trial_id"] for f in summary["final"] if f["status"] == "done"}
+    for m in members:
+        assert m["trial_id"] in finals and m["rank"] >= 1 and m["images_per_s"] > 0
+        mine = [t for t in trials if t["variant"] == m["variant"]]
+        assert m["trial_id"] == max(mine, key=lambda t: t["best_val_score"])["trial_id"]
+        cfg = json.loads((out / cat / m["model_dir"] / "config.json").read_text())
+        assert cfg["metrics"]["test"]["split"] == "test" and cfg["metrics"]["test"]["image_auroc"] is not None
+        assert cfg["training"]["iterations"] == 16 and cfg["model"]["variant"] == m["variant"]
+        assert m["metrics"]["test_image_auroc"] == pytest.approx(cfg["metrics"]["test"]["image_auroc"])
+        pred = load(str(out / cat / m["model_dir"])).predict(torch.rand(2, 3, 32, 32))
+        assert pred.score.shape == (2,)
+    rows = [r for r in csv.DictReader((out / "front.csv").read_text().splitlines()) if r["category"] == cat]
+    assert {r["member"] for r in rows if r["member"]} == {m["name"] for m in members}
+
+
+def _check_study(out: Path, cat: str, trials: list[dict]) -> None:
+    """The category's study is a journal file that optuna.load_study reads with every trial."""
+    import optuna
+
+    search_id = json.loads((out / "search.json").read_text())["search_id"]
+    path = out / "ray" / f"{search_id}-{cat}" / "optuna.journal"
+    st = optuna.load_study(study_name=f"{search_id}-{cat}", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(path))))
+    assert len(st.trials) == len(trials) and all(t.state.name == "COMPLETE" for t in st.trials)
+    got = sorted((t.params["model.variant"], round(t.params["train.lr"], 12), t.value) for t in st.trials)
+    want = sorted((t["params"]["model.variant"], round(t["params"]["train.lr"], 12), t["curve"][-1]["best_val_score"])
+                  for t in trials)
+    assert [g[:2] for g in got] == [w[:2] for w in want]  # every trial, with its parameters
+    assert [g[2] for g in got] == pytest.approx([w[2] for w in want])  # and its value: the last reported score
+
+
+def test_search_front_retrains_front_members_beside_the_best(cluster, data, tmp_path):
+    """--front 2 without --backbones-final: the best and the other front member are retrained; the best's
+    export comes from the best trial's final only."""
+    out = tmp_path / "front"
+    run_search(opts(data, out, categories="granite", trials=2, max_concurrent=2, front=2))
+    trials = [json.loads(p.read_text()) for p in (out / "granite" / "trials").glob("*.json")]
+    summary = json.loads((out / "granite" / "summary.json").read_text())
+    assert sorted(f["trial_id"] for f in summary["final"]) == sorted(t["trial_id"] for t in trials)
+    _check_front(out, "granite", summary, trials, 2)
+    assert summary["exported_trial"] == summary["best_trial"]["trial_id"]
+    best = json.loads((out / "granite" / "best" / "config.json").read_text())
+    assert best["model"]["variant"] == summary["best_trial"]["variant"]
+    md = (out / "leaderboard.md").read_text()
+    assert "## Accuracy-speed front (--front)" in md and all(m["name"] in md for m in summary["front"])
+
+
+TINY_MODEL = ["model.variant=paper-tiny", "model.rec_width=4", "model.disc_width=4", "train.batch_size=4",
+              "synthesis.procedural_textures=8", "eval.filter_sizes=1,5"]
+
+
+def test_ablation_space_retrains_every_row_and_writes_ablation_md(cluster, data, tmp_path):
+    """search_spaces/ablation.py on a generated category (3 of its grid's rows, tiny budgets): every row ran
+    is retrained at the final budget and tested (FINAL_PER), and ablation.md has one line per row with the
+    paper's Table 3 numbers beside it."""
+    from draem_zoo.paper.tables import TABLE3
+
+    out = tmp_path / "ablation"
+    run_search(opts(data, out, categories="weave", space="search_spaces/ablation.py", trials=3, budget=4,
+                    final_budget=4, max_concurrent=2, sets=[*SETS, *TINY_MODEL]))
+    trials = [json.loads(p.read_text()) for p in (out / "weave" / "trials").glob("*.json")]
+    rows = sorted(t["params"]["_row"] for t in trials)
+    assert len(set(rows)) == 3 and set(rows) <= set(TABLE3)
+    summary = json.loads((out / "weave" / "summary.json").read_text())
+    assert summary["final_per"] == "_row"
+    done = [f for f in summary["final"] if f["status"] == "done"]
+    assert sorted(f["trial_id"] for f in done) == sorted(t["trial_id"] for t in trials)  # every row, not the best
+    assert all(f["metrics"]["test_image_auroc"] is not None for f in done)
+    md = (out / "ablation.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| row")]
+    assert sorted(line.split(" | ")[0][2:] for line in table) == rows
+    for line in table:
+        name = line.split(" | ")[0][2:]
+        det, loc_auroc, loc_ap = TABLE3[name]
+        assert line.rstrip().endswith(f"| {det:.1f} | {loc_auroc:.1f} / {loc_ap:.1f} |"), line
+    assert "Rows of the paper's table that did not run:" in md
+    # compare rebuilds it from the records alone
+    (out / "ablation.md").unlink()
+    from draem_zoo.search.results import write_tables
+
+    assert "ablation.md" in {p.name for p in write_tables(out).values()}
+    assert (out / "ablation.md").read_text() == md
 
 
 def test_search_bad_input_fails_before_any_trial(cluster, data, tmp_path):

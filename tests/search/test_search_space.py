@@ -9,7 +9,7 @@ import pytest
 
 from draem_zoo.errors import DraemZooError
 from draem_zoo.pipeline.runconfig import RunConfig
-from draem_zoo.search import results
+from draem_zoo.search import results, status
 from draem_zoo.search.space import check_space, load_space, overrides_of, suggest
 
 SPACES = ("quick", "default", "backbones")
@@ -163,10 +163,10 @@ def test_results_tables_and_plot(tmp_path):
     md = (tmp_path / "leaderboard.md").read_text()
     assert "80.00 ± 5.00" in md and "validation" in md
     assert (tmp_path / "backbones.png").stat().st_size > 1000
-    status = {"search_id": "s", "state": "running", "updated": 0, "trials_per_category": 3,
-              "categories": [{"category": "a", "phase": "search", "final": [],
-                              "trials": [{"status": "TERMINATED", "best_val_score": 0.5}, {"status": "RUNNING"}]}]}
-    text = results.format_status(status)
+    snapshot = {"search_id": "s", "state": "running", "updated": 0, "trials_per_category": 3,
+                "categories": [{"category": "a", "phase": "search", "final": [],
+                                "trials": [{"status": "TERMINATED", "best_val_score": 0.5}, {"status": "RUNNING"}]}]}
+    text = status.format_status(snapshot)
     assert "a" in text and "0.5000" in text
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["n_trials"] == 3
 
@@ -187,7 +187,7 @@ def test_progress_log_is_one_line_per_event_off_a_terminal():
                  {"trial_id": "t2", "status": "TERMINATED", "iteration": 40, "total": 40, "best_val_score": 0.5}]),
              st([], "final", [{"seed": 0, "status": "running", "variant": "paper", "iterations": 800, "workers": 1}])]
     out = io.StringIO()
-    log = results.ProgressLog(out, tty=False)
+    log = status.ProgressLog(out, tty=False)
     for s in steps:
         log.show(s)
     lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
@@ -196,7 +196,7 @@ def test_progress_log_is_one_line_per_event_off_a_terminal():
                      "bottle trial t2: finished at iteration 40/40, best val 0.5", "bottle: final",
                      "bottle final seed 0 (paper, 800 iterations x 1 workers): running"]
     table = io.StringIO()
-    tty = results.ProgressLog(table, tty=True)
+    tty = status.ProgressLog(table, tty=True)
     for s in steps:
         tty.show(s)
     assert table.getvalue().count("category ") == 4  # the whole table, once per change
