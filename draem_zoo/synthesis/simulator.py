@@ -24,15 +24,16 @@ Perlin gradient lattice, in one non-blocking copy per dtype) is what lets the wo
 the needed work without host syncs: the host knows which samples are rotated, which get
 an anomaly and which augmentation each drew where, without reading anything back from the
 device. So every operation runs only on the samples that need it (:mod:`.plan`); the
-~half of a batch that stays clean gets no mask and no texture work. "Dense" mode (default on accelerators) runs each operation once per
-batch (per position, for the texture augmentations), on the sub-batch of the samples that
-drew it, padded with repeats of a member to one of a few fixed capacities (powers of two
-and multiples of B / 4): each operation sees only a few shapes, and ``compile=True``
-compiles each for a few static shapes (:mod:`.kernels`). "Sparse" mode (default on CPU)
-uses exact sub-batches and runs each texture's augmentation chain on its own, which a
-CPU's cache favours (:mod:`.augment`). Both give the same batch for the same seed. (Dense
-mode used to run every operation on the whole batch and keep, per sample, the one it drew
-with ``torch.where``: no host syncs either, but about ten times the image work.)
+~half of a batch that stays clean gets no mask and no texture work. "Dense" mode (default
+on accelerators) runs each operation once per batch (per position, for the texture
+augmentations), on the sub-batch of the samples that drew it, padded with repeats of a
+member to one of a few fixed capacities (powers of two and multiples of B / 4): each
+operation sees only a few shapes, and ``compile=True`` compiles each for a few static
+shapes (:mod:`.kernels`). "Sparse" mode (default on CPU) uses exact sub-batches and runs
+each texture's augmentation chain on its own, which a CPU's cache favours
+(:mod:`.augment`). Both give the same batch for the same seed. (Dense mode used to run
+every operation on the whole batch and keep, per sample, the one it drew with
+``torch.where``: no host syncs either, but about ten times the image work.)
 """
 
 from __future__ import annotations
