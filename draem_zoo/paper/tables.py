@@ -43,37 +43,3 @@ def paper_results(category: str) -> dict[str, float] | None:
 
 def group_of(category: str) -> str | None:
     return "textures" if category in TEXTURES else "objects" if category in OBJECTS else None
-
-
-# Table 3 (the ablation), as the paper reports each row: image AUROC (Det.) and pixel AUROC / AP (Loc.),
-# mean over MVTec AD, in percent. search_spaces/ablation.py defines (and reads) the rows.
-TABLE3 = {
-    "Disc.": (93.9, 92.7, 62.5),
-    "Recon.-AE": (83.9, 89.7, 47.5),
-    "DRAEM_ImageNet": (97.9, 97.0, 67.9),
-    "DRAEM_color": (96.2, 92.6, 56.5),
-    "DRAEM_rect": (96.9, 96.8, 65.1),
-    "DRAEM_no-aug": (97.4, 94.5, 64.3),
-    "DRAEM_img-aug": (97.4, 95.0, 64.5),
-    "DRAEM_beta": (97.9, 97.1, 68.4),
-    "DRAEM": (98.0, 97.3, 68.4),
-}
-CITATION_TABLE3 = "Zavrtanik et al., ICCV 2021, Table 3 (mean over MVTec AD)"
-
-
-def ablation_row(name: str) -> dict[str, float] | None:
-    """The paper's Table 3 numbers (%) for one ablation row, or None for a row it does not have."""
-    row = TABLE3.get(name)
-    return dict(zip(METRICS, row)) if row else None
-# our reading of each row (search_spaces/ablation.py sets it; its docstring says more)
-TABLE3_READING = {
-    "DRAEM": "the method as published",
-    "Disc.": "discriminative network alone, on the image only, focal loss",
-    "Recon.-AE": "reconstructive network alone (L2 + SSIM on simulated anomalies), map = 1 - SSIM",
-    "DRAEM_ImageNet": "anomaly textures from ImageNet-like images instead of DTD",
-    "DRAEM_color": "anomalies filled with one uniform random colour",
-    "DRAEM_rect": "rectangular masks instead of Perlin noise",
-    "DRAEM_no-aug": "no augmentation: textures as they are, training image not rotated",
-    "DRAEM_img-aug": "textures not augmented, the training image still rotated",
-    "DRAEM_beta": "no opacity blending (beta = 0: the texture replaces the region)",
-}

@@ -159,7 +159,9 @@ class WorkerBatches:
             raise RuntimeError(f"batch {k} asked for, but the workers make batch {self._next} next")
         try:
             index, *tensors = next(self._it)
-        except RuntimeError as exc:
+        except (RuntimeError, ConnectionError, EOFError) as exc:
+            # torch reports a dead worker as a RuntimeError; read from its pipe as it dies, the same death
+            # surfaces as a ConnectionResetError or EOFError
             died = worker_death(exc, f"before batch {k}")
             if died is None:  # a bug in synthesis keeps its traceback
                 raise
@@ -178,7 +180,9 @@ class WorkerBatches:
 def worker_death(exc: BaseException, when: str) -> SynthesisWorkerDied | None:
     """The one-line error for a ``DataLoader`` worker that died (``exc`` is torch's report of it), or None."""
     text = str(exc)
-    if not isinstance(exc, RuntimeError) or "DataLoader worker (pid" not in text:
+    if isinstance(exc, (ConnectionError, EOFError)):
+        text = f"its pipe broke: {type(exc).__name__}{': ' + text if text else ''}"
+    elif not isinstance(exc, RuntimeError) or "DataLoader worker (pid" not in text:
         return None
     return SynthesisWorkerDied(
         f"a synthesis worker died {when} ({text.strip().rstrip('.')}; killed, or out of memory: see `dmesg`); "

@@ -191,7 +191,7 @@ def test_ablation_space_retrains_every_row_and_writes_ablation_md(cluster, data,
     """search_spaces/ablation.py on a generated category (3 of its grid's rows, tiny budgets): every row ran
     is retrained at the final budget and tested (FINAL_PER), and ablation.md has one line per row with the
     paper's Table 3 numbers beside it."""
-    from draem_zoo.paper.tables import TABLE3
+    from draem_zoo.search.ablation import TABLE3
 
     out = tmp_path / "ablation"
     run_search(opts(data, out, categories="weave", space="search_spaces/ablation.py", trials=3, budget=4,
