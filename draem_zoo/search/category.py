@@ -26,7 +26,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ..pipeline.runconfig import RunConfig, make_run_config
 from . import progress
 from .front import front_members
-from .results import variant_of
+from .records import variant_of
 from .space import load_space, overrides_of
 from .study import journal_storage, load_category_study
 from .trial import budget_run_config, run_final, trial_resources, trial_trainable

@@ -25,7 +25,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .results import HEADLINE, _exported_filter_size, _fmt, final_stats, variant_of, write_csv
+from .records import HEADLINE, _exported_filter_size, _fmt, final_stats, variant_of, write_csv
 from .speed import HOW
 
 NOT_ARCHITECTURE = {"pretrained", "pretrained_file", "rec_pretrained_file"}  # weights, not shape or speed

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .results import write_csv
+from .records import write_csv
 from .study import load_category_study
 
 EVALUATORS = {"fanova": "fANOVA", "ped_anova": "PED-ANOVA"}

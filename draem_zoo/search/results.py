@@ -17,21 +17,16 @@ categories' Optuna studies).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any
 
-HEADLINE = ("image_auroc", "pixel_auroc", "pixel_ap", "aupro")
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    tmp.replace(path)
+from .ablation import write_ablation
+from .front import front_board, front_lines, write_front
+from .importance import write_importance
+from .records import HEADLINE, _exported_filter_size, _fmt, _load, categories, final_stats, variant_of, write_csv, write_json
 
 
 def write_category(out: Path, summary: dict[str, Any]) -> None:
@@ -48,45 +43,8 @@ def write_category(out: Path, summary: dict[str, Any]) -> None:
     write_json(cat / "summary.json", slim)
 
 
-def final_stats(finals: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and std over the final seeds of each test metric."""
-    done = [f["metrics"] for f in finals if f.get("status") == "done" and f.get("metrics")]
-    out: dict[str, Any] = {"seeds": len(done)}
-    for k in (*(f"test_{h}" for h in (*HEADLINE, "image_ap")), "val_score"):
-        vals = [m.get(k) for m in done if m.get(k) is not None]
-        if vals:
-            out[k.removeprefix("test_")] = {"mean": statistics.fmean(vals),
-                                            "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0}
-    return out
-
-
-def _load(path: Path) -> Any:
-    return json.loads(path.read_text())
-
-
-def categories(out: Path) -> list[str]:
-    return sorted(p.parent.name for p in out.glob("*/summary.json"))
-
-
-def _fmt(x: Any, pct: bool = True) -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, dict):
-        return f"{100 * x['mean']:.2f} ± {100 * x['std']:.2f}" if pct else f"{x['mean']:.3f} ± {x['std']:.3f}"
-    return f"{100 * x:.2f}" if pct else f"{x:.4g}"
-
-
-def _exported_filter_size(model_dir: Path) -> int | None:
-    try:
-        return _load(model_dir / "config.json")["score"]["filter_size"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def leaderboard(out: Path) -> list[dict[str, Any]]:
     """One row per category (role "best": the exported best model), then its front members (role "front")."""
-    from .front import front_board  # it imports this module
-
     rows = []
     for cat in categories(out):
         s = _load(out / cat / "summary.json")
@@ -117,11 +75,6 @@ def trial_records(out: Path) -> list[dict[str, Any]]:
         r["category"] = path.parent.parent.name
         recs.append(r)
     return recs
-
-
-def variant_of(trial: dict[str, Any]) -> str:
-    """The model variant (backbone) a trial record trained."""
-    return trial.get("variant") or (trial.get("overrides") or {}).get("model.variant", "paper")
 
 
 def _mean(vals: list[Any]) -> float | None:
@@ -225,23 +178,9 @@ def asha_savings(out: Path) -> dict[str, Any]:
             "iterations_run": ran, "iterations_full": full, "saved_fraction": (1 - ran / full) if full else None}
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-
-
 def write_tables(out: Path) -> dict[str, Path]:
     """leaderboard.csv/.md, backbones.csv/.md/.png, front.csv/.md/.png and importance.csv/.md/.png from the
     JSON records."""
-    from .ablation import write_ablation
-    from .front import front_lines, write_front  # they import this module
-    from .importance import write_importance
-
     out = Path(out)
     board = leaderboard(out)
     write_csv(out / "leaderboard.csv", board)

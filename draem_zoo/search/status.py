@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .results import _fmt
+from .records import _fmt
 
 
 def status_rows(status: dict[str, Any]) -> list[dict[str, Any]]:
