@@ -195,6 +195,23 @@ def write_front(out: Path) -> dict[str, Path]:
     return {n: out / n for n in ("front.csv", "front.md", "front.png")}
 
 
+def _x_axis(ax, xs: list[float]) -> None:
+    """A log axis where the values span more than 3x (speeds and sizes of different backbones), else a
+    linear one; plain tick labels (1, 2, 5 per decade on a log axis), and room on the right for labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    lo, hi = min(xs), max(xs)
+    if hi > 3 * lo:
+        ax.set_xscale("log")
+        ax.set_xlim(lo / 1.4, hi * 2.2)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        pad = 0.15 * (hi - lo) if hi > lo else 0.1 * abs(hi) or 1.0
+        ax.set_xlim(lo - pad, hi + 3 * pad)
+
+
 def plot_front(rows: list[dict[str, Any]], path: Path) -> None:
     """Validation score against speed and against parameter count, each category's front drawn as a line."""
     import matplotlib  # lazily: only the plot needs it
@@ -224,7 +241,7 @@ def plot_front(rows: list[dict[str, Any]], path: Path) -> None:
                     ax.annotate(r["member"], (scale * r[key], r["val_score"]), textcoords="offset points",
                                 xytext=(5, 4), fontsize=7)
         if drawn:
-            ax.set_xscale("log")
+            _x_axis(ax, [scale * r[key] for r in rows if r.get(key)])
             ax.legend(fontsize=7, frameon=False)
         else:
             ax.text(0.5, 0.5, "nothing measured", ha="center", va="center", transform=ax.transAxes)

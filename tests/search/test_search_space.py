@@ -136,6 +136,19 @@ def _trial(tid, variant, val, speed):
             "params_count": 1000, "images_per_s": speed, "curve": []}  # search trials are never tested
 
 
+def test_backbone_speed_is_the_median_over_its_trials(tmp_path):
+    # the best paper trial was stopped early by ASHA before it measured a speed: the backbone's speed is
+    # the median of what its other trials measured (model.predict preferred over the validation pass)
+    stopped = dict(_trial("a1", "paper", 0.7, None), stopped_early=True, iteration=20)
+    trials = [stopped, dict(_trial("a2", "paper", 0.5, 99.0), infer_images_per_s=12.0),
+              _trial("a3", "paper", 0.4, 16.0), _trial("a4", "timm-resnet18", 0.6, 30.0)]
+    results.write_category(tmp_path, {"category": "a", "trials": trials, "best_trial": trials[0], "final": []})
+    bb = {r["backbone"]: r for r in results.backbones(tmp_path)}
+    assert bb["paper"]["val_score"] == pytest.approx(0.7) and bb["paper"]["stopped_early"] == 1
+    assert bb["paper"]["infer_images_per_s"] == pytest.approx(14.0)  # median of 12 (predict) and 16
+    assert bb["timm-resnet18"]["infer_images_per_s"] == pytest.approx(30.0)
+
+
 def test_results_tables_and_plot(tmp_path):
     for cat, offs in (("a", 0.0), ("b", 0.1)):
         trials = [_trial(f"{cat}1", "paper", 0.5 + offs, 10.0), _trial(f"{cat}2", "paper", 0.4, 10.0),
