@@ -274,7 +274,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from ..hub.download import pull
 
     cats = [c for c in (args.categories or "").split(",") if c] or None
-    for entry in pull(args.org, args.dir, cats, args.prefix):
+    for entry in pull(args.org, args.dir, cats, args.prefix, front=args.front):
         print(json.dumps(entry))
     return 0
 

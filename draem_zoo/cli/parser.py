@@ -189,6 +189,8 @@ def _add_zoo(sub) -> None:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--categories", default=None)
     p.add_argument("--prefix", default="draem-mvtec")
+    p.add_argument("--front", action="store_true",
+                   help="also each category's accuracy-speed front members (a branch each), into DIR/<repo>@front-<name>/")
     p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser(

@@ -94,8 +94,10 @@ def read_index(org: str, prefix: str, revision: str | None = None, token: str | 
 
 
 def pull(org: str, out_dir: str | Path, categories: list[str] | None = None, prefix: str = "draem-mvtec",
-         token: str | None = None) -> list[dict[str, Any]]:
-    """Download a whole zoo (as its index lists it) into ``out_dir/<repo name>/`` for air-gapped use."""
+         token: str | None = None, front: bool = False) -> list[dict[str, Any]]:
+    """Download a whole zoo (as its index lists it) into ``out_dir/<repo name>/`` for air-gapped use;
+    with ``front``, also each category's accuracy-speed front members, a branch each, into
+    ``out_dir/<repo name>@front-<name>/`` (the layout ``publish --local`` writes)."""
     index = read_index(org, prefix, token=token)
     entries = index.get("categories", {})
     wanted = categories or sorted(entries)
@@ -106,18 +108,27 @@ def pull(org: str, out_dir: str | Path, categories: list[str] | None = None, pre
     pulled = []
     for cat in wanted:
         entry = entries[cat]
-        dest = out / entry["repo"].split("/")[-1]
-        snapshot(entry["repo"], entry["revision"], local_dir=dest, token=token, extra=(ONNX_FILE,))
-        model = load_model_dir(dest)  # refuses a damaged or altered download now, not at use
-        item = {"category": cat, "repo": entry["repo"], "revision": entry["revision"], "path": str(dest)}
-        if (dest / ONNX_FILE).is_file():
-            stale = stale_reason(dest, model.metadata.get("weights_sha256"), strict=False)
-            if stale:  # left from an earlier pull of another revision, or altered: never keep a mismatched one
-                (dest / ONNX_FILE).unlink()
-                item["onnx_removed"] = stale
-            else:
-                item["onnx"] = str(dest / ONNX_FILE)
-        pulled.append(item)
+        name = entry["repo"].split("/")[-1]
+        pulled.append({"category": cat, **_fetch(entry["repo"], entry["revision"], out / name, token)})
+        for m in (entry.get("front") or []) if front else []:
+            # pinned by the commit the index recorded; a local zoo has none: its branch then
+            item = _fetch(entry["repo"], m.get("revision") or m["branch"], out / f"{name}@{m['branch']}", token)
+            pulled.append({"category": cat, "branch": m["branch"], **item})
     out.mkdir(parents=True, exist_ok=True)
     (out / "index.json").write_text(json.dumps({**index, "pulled": pulled}, indent=2) + "\n")
     return pulled
+
+
+def _fetch(repo: str, revision: str | None, dest: Path, token: str | None) -> dict[str, Any]:
+    """One repository revision into ``dest``, checked: what ``pull`` reports of it."""
+    snapshot(repo, revision, local_dir=dest, token=token, extra=(ONNX_FILE,))
+    model = load_model_dir(dest)  # refuses a damaged or altered download now, not at use
+    item = {"repo": repo, "revision": revision, "path": str(dest)}
+    if (dest / ONNX_FILE).is_file():
+        stale = stale_reason(dest, model.metadata.get("weights_sha256"), strict=False)
+        if stale:  # left from an earlier pull of another revision, or altered: never keep a mismatched one
+            (dest / ONNX_FILE).unlink()
+            item["onnx_removed"] = stale
+        else:
+            item["onnx"] = str(dest / ONNX_FILE)
+    return item

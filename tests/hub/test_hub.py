@@ -15,6 +15,7 @@ import draem_zoo
 from draem_zoo.cli import parser as cli
 from draem_zoo.data.demo import make_demo_dataset
 from draem_zoo.errors import DraemZooError
+from draem_zoo.hub.download import pull
 from draem_zoo.hub.publish import build_releases, publish
 from draem_zoo.model.modeldir import write_config
 from draem_zoo.pipeline.runconfig import make_run_config
@@ -354,3 +355,14 @@ def test_hub_front_members_are_branches_of_the_category_repo(results, hub_env, t
     again = publish(_releases(res), ORG, PREFIX, log=lambda m: None)
     assert not any(d["changed"] for d in again) and len(hub_env.hub.commits(repo, revision="front-fast")) == \
         len(hub_env.hub.commits(repo)) + 1
+    # pull --front: each member at the commit the index pinned, beside main, loadable offline
+    air = tmp_path / "air"
+    pulled = pull(ORG, air, ["weave"], PREFIX, front=True)
+    assert [(p.get("branch", "main"), Path(p["path"]).name) for p in pulled] == \
+        [("main", f"{PREFIX}-weave"), ("front-paper-tiny", f"{PREFIX}-weave@front-paper-tiny"),
+         ("front-fast", f"{PREFIX}-weave@front-fast")]
+    assert pulled[2]["revision"] == hub_env.hub.branches(repo)["front-fast"]
+    assert (air / f"{PREFIX}-weave@front-fast" / "model.safetensors").read_bytes() == fast["model.safetensors"]
+    assert torch.equal(draem_zoo.load(str(air / f"{PREFIX}-weave@front-fast")).predict(x).anomaly_map, got.anomaly_map)
+    assert [p.get("branch") for p in pull(ORG, tmp_path / "main-only", ["weave"], PREFIX)] \
+        == [None]  # without --front, main only
