@@ -113,7 +113,6 @@ class AnomalySynthesizer:
         # each operation under torch.compile (dense mode: a few static shapes each), falling back to
         # eager, with one warning, where compilation cannot work
         self.kernels = Kernels(compile=compile and self.dense)
-        self._dense_fn = self.kernels  # the name tests/train/test_compile.py reads ``failed`` from
 
     def draw(self, b: int) -> dict[str, torch.Tensor]:
         """Every random number one batch of ``b`` samples needs, as CPU tensors."""

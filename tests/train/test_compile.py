@@ -112,7 +112,7 @@ def test_compiled_dense_synthesis_matches_eager():
     compiled = AnomalySynthesizer(cfg, bank, make_generator(3), dense=True, compile=True)
     for _ in range(2):
         a, b = eager(x), compiled(x)
-        assert compiled._dense_fn.failed is None
+        assert compiled.kernels.failed is None
         assert torch.equal(a.mask, b.mask) and torch.equal(a.has_anomaly, b.has_anomaly)
         torch.testing.assert_close(b.augmented, a.augmented, atol=1e-4, rtol=0)
         torch.testing.assert_close(b.clean, a.clean, atol=1e-5, rtol=0)
