@@ -77,6 +77,19 @@ def choose_trial(scored: list[dict[str, Any]], mode: str = "max") -> dict[str, A
                                  "standard_error": se, "tied": [t["trial_id"] for t in tied]})
 
 
+@ray.remote(num_cpus=0, max_retries=0)
+def _final_task(run: RunConfig, name: str, settings: dict[str, Any], workers: int):
+    """One final run (:func:`run_final`) in its own process, so that a category's finals run side by
+    side; like the category's driver it holds no CPU: its Tune trial or Train workers do."""
+    return run_final(run, name, settings, workers)
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of what went wrong, without Ray's task wrapper around it."""
+    cause = getattr(exc, "cause", None) if isinstance(exc, ray.exceptions.RayTaskError) else None
+    return str(cause or exc).splitlines()[0][:500] if str(cause or exc) else type(cause or exc).__name__
+
+
 # the search driver of a category waits on Tune; it holds no CPU, so that trials never wait on it
 @ray.remote(num_cpus=0, max_concurrency=4)
 class CategorySearch:
@@ -173,8 +186,7 @@ class CategorySearch:
         by_id = {t["trial_id"]: t for t in trials}
         for m in front:
             finalists.setdefault(m["trial_id"], by_id[m["trial_id"]])
-        for t in finalists.values():
-            self._final_runs(t)
+        self._final_runs(list(finalists.values()))
         self.phase = "done"
         return {"category": self.category, "trials": trials, "best_trial": best, "final": self.final,
                 "front": front, "metric": self.space.metric, "mode": self.space.mode,
@@ -214,27 +226,45 @@ class CategorySearch:
             "curve": curve, "path": result.path,
         }
 
-    def _final_runs(self, best: dict[str, Any]) -> None:
-        """The best configuration at the final budget, once per seed (DDP over the final workers),
-        validating ``--validations`` times whatever the budget, evaluated on test and exported."""
+    def _final_runs(self, finalists: list[dict[str, Any]]) -> None:
+        """Each finalist at the final budget, once per seed (DDP over the final workers), validating
+        ``--validations`` times whatever the budget, evaluated on test and exported. The runs are
+        independent, so they run side by side (an ablation's rows, the front's members, the seeds), as
+        many at once as the category's share of the cluster holds (``max_concurrent`` trial slots);
+        Ray queues what does not fit."""
         s = self.settings
-        base = make_run_config(best["overrides"], base=RunConfig.from_dict(self.base))
         workers = s.get("final_workers") or s["workers_per_trial"]
-        for i in range(int(s.get("final_seeds", 1))):
-            seed = base.train.seed + i
-            run = budget_run_config(make_run_config({"train.seed": seed}, base=base), s["final_budget"],
-                                    s["validations"])
-            entry = {"seed": seed, "status": "running", "workers": workers, "trial_id": best.get("trial_id"),
-                     "variant": variant_of(best), "budget": s["final_budget"],
-                     "iterations": run.train.budget(self.plan["n_train"], workers)}
-            self.final.append(entry)
-            name = f"{s['experiment']}-final-s{seed}"
-            if s.get("backbones_final") or s.get("front") or self.space.final_per:
-                name += f"-{best.get('trial_id')}"
+        queue = []
+        for best in finalists:
+            base = make_run_config(best["overrides"], base=RunConfig.from_dict(self.base))
+            row = (best.get("params") or {}).get(self.space.final_per) if self.space.final_per else None
+            for i in range(int(s.get("final_seeds", 1))):
+                seed = base.train.seed + i
+                run = budget_run_config(make_run_config({"train.seed": seed}, base=base), s["final_budget"],
+                                        s["validations"])
+                entry = {"seed": seed, "status": "queued", "workers": workers, "trial_id": best.get("trial_id"),
+                         "variant": variant_of(best), "budget": s["final_budget"],
+                         "iterations": run.train.budget(self.plan["n_train"], workers)}
+                if row is not None:
+                    entry["row"] = row
+                self.final.append(entry)
+                name = f"{s['experiment']}-final-s{seed}"
+                if s.get("backbones_final") or s.get("front") or self.space.final_per:
+                    name += f"-{best.get('trial_id')}"
+                queue.append((entry, run, name))
+        cap = max(1, int(s.get("max_concurrent") or 1) * int(s["workers_per_trial"]) // max(1, int(workers)))
+        pending: dict[Any, dict[str, Any]] = {}
+        while queue or pending:
+            while queue and len(pending) < cap:
+                entry, run, name = queue.pop(0)
+                entry["status"] = "running"
+                pending[_final_task.remote(run, name, s, workers)] = entry
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            entry = pending.pop(ready[0])
             try:
-                metrics, checkpoint = run_final(run, name, s, workers)
+                metrics, checkpoint = ray.get(ready[0])
             except Exception as exc:  # retries exhausted
-                entry.update(status="error", error=str(exc).splitlines()[0][:500])
+                entry.update(status="error", error=_reason(exc))
                 continue
             entry.update(status="done", metrics=metrics, checkpoint=checkpoint.path if checkpoint else None,
                          filesystem=type(checkpoint.filesystem).__name__ if checkpoint else None)

@@ -22,7 +22,7 @@ def status_rows(status: dict[str, Any]) -> list[dict[str, Any]]:
                      "done": counts["TERMINATED"], "errors": counts["ERROR"],
                      "of": status.get("trials_per_category"), "best_val": max(scores) if scores else None,
                      # several configurations retrained (--backbones-final, --front): say which is which
-                     "final": ", ".join(f"seed {f['seed']}" + (f" ({f.get('variant')})" if len({g.get('trial_id')
+                     "final": ", ".join(f"seed {f['seed']}" + (f" ({f.get('row') or f.get('variant')})" if len({g.get('trial_id')
                                         for g in finals}) > 1 else "") + f": {f['status']}" for f in finals) or "-"})
     return rows
 
@@ -74,8 +74,9 @@ def status_events(before: dict[str, Any] | None, now: dict[str, Any]) -> list[st
     for key, f in finals1.items():
         c, _ = key
         if (finals0.get(key) or {}).get("status") != f.get("status"):
-            lines.append(f"{c} final seed {f.get('seed')} ({f.get('variant')}, {f.get('iterations')} iterations x "
-                         f"{f.get('workers')} workers): {f.get('status')}")
+            what = f"{f['row']}, " if f.get("row") is not None else ""  # an ablation's row
+            lines.append(f"{c} final seed {f.get('seed')} of trial {f.get('trial_id')} ({what}{f.get('variant')}, "
+                         f"{f.get('iterations')} iterations x {f.get('workers')} workers): {f.get('status')}")
     return lines
 
 

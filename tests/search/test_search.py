@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -313,7 +314,11 @@ def test_multinode_ddp_spreads_ranks_and_weights_agree(tmp_path):
     if ray.is_initialized():
         ray.shutdown()
     os.environ["DRAEM_ZOO_WORKDIR"] = str(tmp_path / "work")
-    cl = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True})
+    with socket.socket() as sock:  # not Ray's default 8265, which a Ray instance already running here may hold
+        sock.bind(("127.0.0.1", 0))
+        dashboard_port = sock.getsockname()[1]
+    cl = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True,
+                                                       "dashboard_port": dashboard_port})
     cl.add_node(num_cpus=1)
     try:
         ray.init(address=cl.address, log_to_driver=False)

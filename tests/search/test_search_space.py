@@ -198,7 +198,10 @@ def test_progress_log_is_one_line_per_event_off_a_terminal():
                   "best_val_score": 0.3}]),  # nothing happened: nothing printed
              st([{"trial_id": "t1", "status": "TERMINATED", "iteration": 16, "total": 40, "best_val_score": 0.4},
                  {"trial_id": "t2", "status": "TERMINATED", "iteration": 40, "total": 40, "best_val_score": 0.5}]),
-             st([], "final", [{"seed": 0, "status": "running", "variant": "paper", "iterations": 800, "workers": 1}])]
+             st([], "final", [{"seed": 0, "status": "running", "variant": "paper", "iterations": 800, "workers": 1,
+                               "trial_id": "t2"},
+                              {"seed": 0, "status": "queued", "variant": "paper", "iterations": 800, "workers": 1,
+                               "trial_id": "t1", "row": "DRAEM_rect"}])]
     out = io.StringIO()
     log = status.ProgressLog(out, tty=False)
     for s in steps:
@@ -207,7 +210,8 @@ def test_progress_log_is_one_line_per_event_off_a_terminal():
     assert lines == ["bottle: search", "bottle trial t1: started", "bottle trial t1: iteration 8/40, val 0.3, best 0.3",
                      "bottle trial t1: stopped by ASHA at iteration 16/40, best val 0.4",
                      "bottle trial t2: finished at iteration 40/40, best val 0.5", "bottle: final",
-                     "bottle final seed 0 (paper, 800 iterations x 1 workers): running"]
+                     "bottle final seed 0 of trial t2 (paper, 800 iterations x 1 workers): running",
+                     "bottle final seed 0 of trial t1 (DRAEM_rect, paper, 800 iterations x 1 workers): queued"]
     table = io.StringIO()
     tty = status.ProgressLog(table, tty=True)
     for s in steps:
