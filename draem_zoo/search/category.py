@@ -86,8 +86,9 @@ def _final_task(run: RunConfig, name: str, settings: dict[str, Any], workers: in
 
 def _reason(exc: Exception) -> str:
     """The first line of what went wrong, without Ray's task wrapper around it."""
-    cause = getattr(exc, "cause", None) if isinstance(exc, ray.exceptions.RayTaskError) else None
-    return str(cause or exc).splitlines()[0][:500] if str(cause or exc) else type(cause or exc).__name__
+    err = (exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else None) or exc
+    lines = str(err).splitlines()
+    return lines[0][:500] if lines else type(err).__name__
 
 
 # the search driver of a category waits on Tune; it holds no CPU, so that trials never wait on it
