@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -49,6 +48,7 @@ from ..search.speed import HOW
 from .cards import check_card, dataset_info, front_info, front_revision, render_card, search_info
 from .checks import HubUnreachable, check_names, hub_failure, network_cause
 from .download import read_index
+from .index import MEMBER
 
 INDEX_FILE = "index.json"
 
@@ -156,7 +156,7 @@ def build_releases(results: str | Path, org: str, prefix: str = "draem-mvtec", d
         repo_id = f"{org}/{prefix}-{cat}"
         members, best_trial = front_info(results, cat)
         for m in members:
-            if not re.fullmatch(r"[A-Za-z0-9._-]+", m["name"]) or ".." in m["name"]:
+            if not isinstance(m["name"], str) or not MEMBER.fullmatch(m["name"]) or ".." in m["name"]:  # as pull checks
                 raise DraemZooError(f"{results / cat / m['model_dir']}: {m['name']!r} cannot name a Hub branch; "
                                     "nothing was uploaded")
         front = {"members": members, "how": HOW, "best_trial": best_trial,
