@@ -9,13 +9,19 @@ user's permissions.
 * :func:`atomic_write_text`: the two together for one small file; :func:`swap_in` for a folder.
 * :class:`OutputLock`: one writer per output folder (a lock file with the holder's pid and host;
   a stale lock of a dead process on this host is taken over with a warning).
+* :func:`writing`: ``with writing(path):`` turns what a full disk, a quota or a read-only file system
+  raises inside it (an ``OSError`` without a file name, safetensors' ``SafetensorError``, torch's
+  ``RuntimeError``, each carrying the OS error in its text) into an ``OSError`` with its errno and
+  ``path``, so the CLI can say which path and what to do (:func:`os_errno_in`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -24,6 +30,58 @@ import time
 from pathlib import Path
 
 from .errors import DraemZooError, OutputLocked
+
+# the OS errors a write meets on a full, over-quota or read-only file system
+STORAGE_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", 122), errno.EROFS, errno.EFBIG)
+_OS_ERROR_TEXT = re.compile(r"os error (\d+)|\((\d+)\)\s*$|errno[ =:]+(\d+)", re.IGNORECASE)
+
+
+def os_errno_in(exc: BaseException) -> int | None:
+    """The errno of a storage failure (:data:`STORAGE_ERRNOS`) that ``exc`` carries: its own errno
+    (``OSError``), or the one in its text (safetensors: "... Os { code: 28, ... } ... (os error 28)";
+    torch: "unable to write to file </torch_...>: No space left on device (28)"); None otherwise."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno if exc.errno in STORAGE_ERRNOS else None
+    text = str(exc)
+    for m in _OS_ERROR_TEXT.finditer(text):
+        code = int(next(g for g in m.groups() if g))
+        if code in STORAGE_ERRNOS:
+            return code
+    for code in STORAGE_ERRNOS:
+        if os.strerror(code) in text:
+            return code
+    return None
+
+
+@contextlib.contextmanager
+def writing(path: str | Path):
+    """``with writing(path):``: a storage failure inside (see :func:`os_errno_in`) is re-raised as
+    ``OSError(errno, strerror, path)``; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and os_errno_in(exc) is not None:
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
+        raise
+    except Exception as exc:
+        code = os_errno_in(exc)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(path)) from exc
+
+
+def free_space(path: str | Path) -> tuple[Path, int, int] | None:
+    """(the nearest existing folder at or above ``path``, its file system's free and total bytes)."""
+    here = Path(path).absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir():
+        here = here.parent
+    try:
+        usage = shutil.disk_usage(here)
+    except OSError:
+        return None
+    return here, usage.free, usage.total
 
 
 def umask() -> int:
@@ -85,7 +143,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     tmp = temp_file(path.parent, f".{path.name}.")
     try:
-        tmp.write_text(text)
+        with writing(tmp):
+            tmp.write_text(text)
         fsync_tree(tmp)
         os.replace(tmp, path)
     except BaseException:

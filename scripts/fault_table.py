@@ -1,12 +1,14 @@
-"""Every fault class of issue 17, tried on a fresh generated dataset with the real CLI: what each prints.
+"""Every fault class of issues 17 and 26, tried on a fresh generated dataset with the real CLI: what each prints.
 
-    python scripts/fault_table.py [--out DIR] [--markdown]
+    python scripts/fault_table.py [--out DIR] [--markdown] [--run-tests]
 
 Prints one JSON object per fault (class, command, exit code, the last line of stderr, and whether the
 outcome is the wanted one), then (``--markdown``) the table for a closing note. Tiny models (32 px,
 widths 4), a few iterations each, CPU only, no network (an unused port on 127.0.0.1 stands in for an
-unreachable Hub). Faults that need root-proof read-only mounts, a small file system or a killed Ray
-driver are covered by the test suite instead, and listed with their test.
+unreachable Hub). The full-disk row mounts a real 2 MiB tmpfs (root only; otherwise it names its
+test). Faults that need the local Hub stand-in, a killed Ray driver or root-proof read-only mounts
+are covered by the test suite instead, and listed with their test; ``--run-tests`` runs those tests
+and fills in their rows.
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ BY_TEST = [
      "tests/pipeline/test_workflow.py::test_resume_reproduces_an_uninterrupted_run"),
     ("SIGKILLed search driver: stale lock, Ray agents left running",
      "tests/search/test_search.py::test_search_resume_after_driver_sigkill"),
+    ("26.1 pull --front of an index whose front branch is ../../../../victim",
+     "tests/hub/test_pull_safety.py::test_pull_front_branch_cannot_write_outside_the_pull_folder"),
+    ("26.4 search --resume --trials 4 (more trials) runs them over the same study",
+     "tests/search/test_search.py::test_resume_with_more_trials_runs_them_over_the_same_study"),
+    ("26.5 trials a killed driver left RUNNING: settled on resume, noted by status",
+     "tests/search/test_resume.py::test_trials_left_running_by_a_killed_driver_are_settled"),
+    ("26.9 stale Hugging Face cache entry: named, downloaded again once",
+     "tests/hub/test_hub_cache.py::test_damaged_cache_copy_is_named_and_downloaded_again"),
+    ("26.9 Ctrl-C of `search` says how to resume a search",
+     "tests/pipeline/test_faults.py::test_interrupt_message_names_the_command_s_own_resume"),
 ]
 
 
@@ -69,10 +81,119 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def started_search(data: Path, out: Path) -> tuple[list[str], dict]:
+    """A results folder as a 2-trial search at budget 4 leaves it when it starts (no Ray needed), and the
+    `search` arguments that started it."""
+    from draem_zoo.search.driver import SearchOptions, preflight, search_meta
+
+    args = ["--data", str(data), "--out", str(out), "--space", "search_spaces/quick.py", "--categories", "weave",
+            "--trials", "2", "--budget", "4", "--final-budget", "4", "--set", "model.image_size=32", "--quiet"]
+    opts = SearchOptions(data=str(data), out=str(out), space="search_spaces/quick.py", categories="weave", trials=2,
+                         budget="4", final_budget="4", sets=["model.image_size=32"], progress=False)
+    pre = preflight(opts)
+    meta = search_meta(opts, pre)
+    (out / "search.json").write_text(json.dumps(meta))
+    (out / "space.py").write_text(pre["space"].source())
+    return args, meta
+
+
+def issue26(work: Path, data: Path, model: Path, image: Path, train: list[str], row, one_line) -> None:
+    """The faults of issue 26's census, each as the census met it."""
+    nohash = work / "nohash"
+    shutil.copytree(model, nohash, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = json.loads((nohash / "config.json").read_text())
+    del cfg["config_sha256"], cfg["weights_sha256"]
+    cfg["score"]["image_threshold"] = 0.0
+    (nohash / "config.json").write_text(json.dumps(cfg, indent=2))
+    row("26.2 both hash keys deleted and the threshold set to 0: predict", ["predict", "--model", str(nohash),
+                                                                          str(image)],
+        lambda c, o, e: one_line(c, o, e) and "records no config_sha256" in e and "rehash" in e)
+
+    small = work / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)],
+                             capture_output=True).returncode == 0
+    try:
+        if mounted:
+            row("26.3 train into a real 2 MiB file system (tmpfs)", [*train, "--out", str(small / "m"), "--iterations",
+                                                                     "4", "--set", "train.checkpoint_every=2", *TINY],
+                lambda c, o, e: one_line(c, o, e) and "no space left on the device" in e and "free space there" in e
+                and "damaged" not in e)
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(small)], capture_output=True)
+    if not mounted:
+        BY_TEST.append(("26.3 train into a real 2 MiB file system (not root here: the test mounts one in CI)",
+                        "tests/pipeline/test_faults.py::"
+                        "test_a_real_full_disk_names_the_path_and_what_to_free_then_resume_works"))
+
+    args, meta = started_search(data, work / "s26")
+    row("26.4 search --resume --trials 4 --budget 8 of a 2-trial search at budget 4",
+        ["search", "--data", str(data), "--out", str(work / "s26"), "--space", "search_spaces/quick.py", "--trials",
+         "4", "--budget", "8", "--set", "model.image_size=32", "--quiet", "--resume"],
+        lambda c, o, e: one_line(c, o, e) and "--budget 8" in e and "--budget 4" in e)
+    import optuna
+
+    exp = Path(meta["storage"]) / f"{meta['search_id']}-weave"
+    exp.mkdir(parents=True, exist_ok=True)
+    journal = exp / "optuna.journal"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=exp.name, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))))
+    for _ in range(2):
+        study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), 0.5)
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(lines[:3]) + "garbage\n" + "".join(lines[3:]))
+    row("26.5 a garbage line in optuna.journal, then search --resume", ["search", *args, "--resume"],
+        lambda c, o, e: one_line(c, o, e) and "line 4 is not JSON" in e and "head -n 3" in e)
+    journal.write_text("".join(lines))
+    storage = Path(meta["storage"])
+    storage.chmod(0o777)
+    row("26.8 search --resume with a storage folder anyone can write", ["search", *args, "--resume"],
+        lambda c, o, e: one_line(c, o, e) and "writable by" in e and "go-w" in e)
+    storage.chmod(0o755)
+
+    jpeg = work / "jpegmask"
+    shutil.copytree(data, jpeg)
+    mask = jpeg / "weave" / "ground_truth" / "hole" / "000_mask.png"
+    from PIL import Image
+
+    Image.open(mask).save(mask.with_name("000.jpg"), quality=75)
+    mask.unlink()
+    row("26.6 a mask saved as NAME.jpg", ["train", "--data", str(jpeg), "--category", "weave", "--out",
+                                          str(work / "j"), "--iterations", "2", *TINY],
+        lambda c, o, e: one_line(c, o, e) and "000.jpg: a mask in a lossy format" in e)
+
+    one = work / "onedata"
+    shutil.copytree(data, one)
+    for p in sorted((one / "weave" / "train" / "good").iterdir())[1:]:
+        p.unlink()
+    row("26.7 one training image", ["train", "--data", str(one), "--category", "weave", "--out", str(work / "o"),
+                                    "--iterations", "2", *TINY],
+        lambda c, o, e: one_line(c, o, e) and "at least 2 images" in e)
+
+    row("26.9 train --iterations 0", [*train, "--out", str(work / "z"), "--iterations", "0", *TINY],
+        lambda c, o, e: c == 2 and "700 epochs" in e)
+    empty = work / "emptyfile"
+    shutil.copytree(data, empty)
+    (empty / "weave" / "train" / "good" / "999.png").write_bytes(b"")
+    row("26.9 a zero-byte .png in train/good: describe", ["describe", str(empty)],
+        lambda c, o, e: one_line(c, o, e) and "999.png: an empty file" in e)
+    from draem_zoo.data.demo import make_demo_dataset
+
+    big = make_demo_dataset(work / "big", categories=("weave",), size=32, n_train=3000, n_test_good=20,
+                            n_test_defect=5)
+    row("26.9 a category of 3,000 images, 2 iterations (progress shown)",
+        ["train", "--data", str(big), "--category", "weave", "--out", str(work / "bigm"), "--iterations", "2",
+         *[a for a in TINY if a != "--quiet"]],
+        lambda c, o, e: c == 0 and "validation set" in e and "validating" in e, needle="validation set")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="work folder (default: a temporary one, removed)")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--run-tests", action="store_true", help="run the tests of the rows covered by a test")
     opts = ap.parse_args()
     work = Path(opts.out or tempfile.mkdtemp(prefix="draem-faults-"))
     sys.path.insert(0, str(ROOT))
@@ -226,6 +347,8 @@ def main() -> int:
                                                          "--category", "weave"],
         lambda c, o, e: c == 0 and "note:" in o, needle="note:")
 
+    issue26(work, data, model, image, train, row, one_line)
+
     # operations
     from draem_zoo.files import umask
 
@@ -239,8 +362,16 @@ def main() -> int:
     print(json.dumps(rec))
     rows.append(rec)
     for kind, test in BY_TEST:
-        rows.append({"class": kind, "command": f"python -m pytest {test}", "exit": None, "prints": "(a test)",
-                     "traceback": False, "ok": None, "seconds": 0})
+        rec = {"class": kind, "command": f"python -m pytest {test}", "exit": None, "prints": "(a test)",
+               "traceback": False, "ok": None, "seconds": 0}
+        if opts.run_tests:
+            t0 = time.monotonic()
+            res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+                                 capture_output=True, text=True, cwd=ROOT)
+            rec.update(exit=res.returncode, prints=last_line(res.stdout)[:200], ok=res.returncode == 0,
+                       seconds=round(time.monotonic() - t0, 1))
+            print(json.dumps(rec), flush=True)
+        rows.append(rec)
     if opts.markdown:
         print("\n| fault | command | exit | prints now | ok |\n|---|---|---|---|---|")
         for r in rows:

@@ -171,6 +171,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from ..model.scoring import check_filter_size
 
         check_filter_size(args.filter_size, "--filter-size", size)
+    if sc.image_threshold is None:  # a model trained without validation normals (data.val_fraction=0)
+        print(f"note: {args.model} has no image threshold (it was trained without validation normals): each line "
+              "has its score, and \"anomalous\": null; choose a threshold on your own normal images", file=sys.stderr)
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start: start + args.batch_size]
         x = torch.stack([read_rgb(p, size) for p in chunk]).float() / 255
@@ -201,7 +204,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         backbones_final=args.backbones_final, front=args.front,
         resume=args.resume, sets=list(args.set or []), sampler=args.sampler, seed=args.seed, retries=args.retries,
         max_concurrent=args.max_concurrent, lr_scaling=args.lr_scaling, num_cpus=args.num_cpus,
-        progress=not args.quiet, validations=args.validations, plan=args.plan, throughput=args.throughput)
+        progress=not args.quiet, validations=args.validations, plan=args.plan, throughput=args.throughput,
+        given=tuple(sorted(args.given_flags)) if hasattr(args, "given_flags") else None)
     result = run_search(opts)
     if args.plan and not args.json:
         from ..search.plan import format_plan
@@ -216,17 +220,20 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ..search.status import format_status
+    from ..search.status import format_status, study_notes
     from ..search.study import dashboard_lines, search_studies
 
     path = Path(args.results) / "status.json"
     if not path.is_file():
         raise DraemZooError(f"{args.results}: no status.json; is it the --out folder of draem-zoo search?")
     status = json.loads(path.read_text())
+    notes = study_notes(args.results, status)  # trials a killed driver left RUNNING in the Optuna studies
     if args.json:
-        print(json.dumps(dict(status, studies=search_studies(args.results))))
+        print(json.dumps(dict(status, studies=search_studies(args.results), study_notes=notes)))
         return 0
     print(format_status(status))
+    if notes:
+        print("\nOptuna studies out of step with the search:\n  " + "\n  ".join(notes))
     lines = dashboard_lines(args.results)
     if lines:
         print("\nOptuna studies:\n  " + "\n  ".join(lines))
@@ -267,6 +274,22 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
     print(json.dumps(export_onnx(args.model, out=args.out, opset=args.opset, dynamic_batch=args.dynamic_batch,
                                  load=load)))
+    return 0
+
+
+def cmd_rehash(args: argparse.Namespace) -> int:
+    from ..model.modeldir import rehash
+
+    result = rehash(args.model_dir, accept_changes=args.accept_changes)
+    if not result["recorded"]:
+        print(f"{args.model_dir}: both hashes are recorded and match; nothing to do", file=sys.stderr)
+    else:
+        t = result["trusted"]["config"]
+        print(f"{args.model_dir}: recorded the hashes of the files as they are now, trusting model.safetensors (its keys and shapes "
+              "fit the architecture in config.json) and "
+              f"config.json's values (s_f {t['filter_size']}, image threshold {t['image_threshold']}, pixel threshold "
+              f"{t['pixel_threshold']}); loading checks against these from now on", file=sys.stderr)
+    print(json.dumps(result))
     return 0
 
 

@@ -14,6 +14,7 @@ import os
 from urllib.parse import urlparse
 
 from ..errors import DraemZooError
+from ..files import free_space, os_errno_in
 
 
 def debug_enabled(flag: bool = False) -> bool:
@@ -23,6 +24,37 @@ def debug_enabled(flag: bool = False) -> bool:
 def _where(exc: OSError) -> str:
     names = [str(n) for n in (exc.filename, exc.filename2) if n]
     return " -> ".join(names) if names else "a file"
+
+
+def _space(exc: OSError) -> str:
+    """" (12 KiB free of 2.0 MiB on the file system of /mnt/x)", from the nearest existing folder."""
+    if not exc.filename:
+        return ""
+    found = free_space(str(exc.filename))
+    if found is None:
+        return ""
+    here, free, total = found
+    return f" ({_size(free)} free of {_size(total)} on the file system of {here})"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _free_hint(exc: OSError) -> str:
+    """What to free for the path that failed."""
+    name = str(exc.filename or "")
+    if name.startswith("/dev/shm"):
+        return ("the shared memory (/dev/shm) the synthesis workers use is full: give the container more "
+                "(docker --shm-size), or set --set train.synthesis_workers=0")
+    if "/checkpoints/" in name:
+        return ("free space there (old model folders and their checkpoints/ are the big files; a checkpoint is "
+                "about three times the weights), or choose another --out")
+    return "free space there, or choose another --out"
 
 
 def _again(command: str) -> str:
@@ -60,14 +92,18 @@ def explain(exc: BaseException, command: str) -> str | None:
                 "DRAEM_ZOO_MAX_PIXELS if it is genuine")
     if UnidentifiedImageError is not None and isinstance(exc, UnidentifiedImageError):
         return f"{exc}: not an image PIL can read; re-export it as PNG or remove it"
+    storage = os_errno_in(exc)
+    if storage is not None and not isinstance(exc, OSError):  # safetensors / torch carry it in their text
+        shm = "/dev/shm" if "torch_" in str(exc) or "shared memory" in str(exc).lower() else None
+        exc = OSError(storage, os.strerror(storage), shm)
     if type(exc).__name__ == "SafetensorError":
         return f"a weights or checkpoint file is damaged or not safetensors ({exc}); re-download or re-create it"
     if isinstance(exc, OSError):
         where, code = _where(exc), exc.errno
-        if code == errno.ENOSPC:
-            return f"{where}: no space left on the device; free some space (or choose another --out), then {_again(command)}"
-        if code == getattr(errno, "EDQUOT", -1):
-            return f"{where}: disk quota exceeded; free some space, then {_again(command)}"
+        if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EFBIG):
+            what = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "a file grew past the file system's "
+                    "size limit"}.get(code, "disk quota exceeded")
+            return f"{where}: {what}{_space(exc)}; {_free_hint(exc)}, then {_again(command)}"
         if code == errno.EROFS:
             return f"{where}: the file system is read-only; choose a writable --out"
         if code in (errno.EACCES, errno.EPERM):

@@ -23,6 +23,7 @@ from .commands import (
     cmd_publish,
     cmd_pull,
     cmd_quickstart,
+    cmd_rehash,
     cmd_reproduce,
     cmd_search,
     cmd_status,
@@ -32,21 +33,25 @@ from .commands import (
 from .errors import debug_enabled, explain
 
 
-def int_at_least(low: int):
-    """argparse type: an integer >= ``low`` (argparse prints the flag with the message)."""
+def int_at_least(low: int, note: str = ""):
+    """argparse type: an integer >= ``low`` (argparse prints the flag with the message); ``note`` says
+    what a special value means, e.g. that 0 is not "nothing"."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is not allowed: give {low} or more")
+            raise argparse.ArgumentTypeError(f"{value} is not allowed: give {low} or more{note}")
         return value
 
     return parse
 
 
 positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+# 0 iterations is not "none": it is the paper's 700 epochs, so train refuses it and reproduce says so
+train_iterations = int_at_least(1, " (leave --iterations out for the paper's 700 epochs)")
+reproduce_iterations = int_at_least(0, " (0: the paper's 700 epochs)")
 
 
 EPILOG = """start here:
@@ -79,7 +84,8 @@ def _add_train(sub) -> None:
     p.add_argument("--category", required=True, metavar="NAME", help="category folder under ROOT")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
     p.add_argument("--variant", default=None, help="model variant (default paper; see draem-zoo variants)")
-    p.add_argument("--iterations", type=non_negative_int, default=None, help="iteration budget (default: the paper's 700 epochs)")
+    p.add_argument("--iterations", type=train_iterations, default=None,
+                   help="iteration budget (default: the paper's 700 epochs)")
     p.add_argument("--image-size", type=positive_int, default=None, help="training size (default 256)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default 8)")
     p.add_argument("--anomaly-source", default=None, metavar="DIR",
@@ -238,7 +244,8 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--anomaly-source", default=None, metavar="DIR", help="DTD's images/ folder (the paper's source)")
     p.add_argument("--categories", default="all", help="a,b,c or all (default)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0); mean ± std over them")
-    p.add_argument("--iterations", type=non_negative_int, default=0, help="iterations per run (default 0: the paper's 700 epochs)")
+    p.add_argument("--iterations", type=reproduce_iterations, default=0,
+                   help="iterations per run (default 0: the paper's 700 epochs)")
     p.add_argument("--variant", default="paper", help="model variant (default paper)")
     p.add_argument("--image-size", type=positive_int, default=256, help="image size (default 256, the paper's)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
@@ -314,7 +321,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", metavar="OUT_DIR", help="model directory to write")
     p.add_argument("--image-size", type=positive_int, default=256, help="input size the model runs at (default 256)")
     p.set_defaults(func=cmd_convert_official)
+
+    p = sub.add_parser(
+        "rehash", help="record the hashes of a model directory you trust (one written before they existed)",
+        description="Loading refuses a model directory whose config.json records no config_sha256 or "
+        "weights_sha256 (written before they existed, or with the keys removed). rehash records them for the "
+        "files as they are now: it trusts model.safetensors (after checking its keys and shapes fit the "
+        "architecture) and every value in config.json (thresholds, s_f). Run it only on a directory you made or "
+        "got from a source you trust. A recorded hash that no longer matches (an edited file) is replaced only "
+        "with --accept-changes.")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--accept-changes", action="store_true",
+                   help="also trust files edited after their hashes were recorded (replace those hashes)")
+    p.set_defaults(func=cmd_rehash)
     return parser
+
+
+def typed_flags(parser: argparse.ArgumentParser, command: str, argv: list[str]) -> set[str]:
+    """The ``dest`` of every flag of ``command`` typed in ``argv`` (``--trials 4``, ``--trials=4``, or an
+    abbreviation argparse accepted): a resumed search tells a flag given at its default from one left out."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    typed = {t.split("=", 1)[0] for t in argv if t.startswith("--")}
+    return {a.dest for a in sub._actions for o in a.option_strings
+            if o.startswith("--") and any(o == t or (len(t) > 2 and o.startswith(t)) for t in typed)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,11 +354,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    args.given_flags = typed_flags(parser, args.command, argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"draem-zoo {args.command}: interrupted; with train, --resume continues from the last checkpoint",
-              file=sys.stderr)
+        again = {"train": "run the same command with --resume: it continues from the last checkpoint",
+                 "search": "search --resume with the same --out continues it: finished trials are kept, unfinished "
+                           "ones go on from their last checkpoint, and trials left RUNNING in the Optuna studies are "
+                           "settled",
+                 "reproduce": "run the same command again: finished runs are kept"}.get(args.command)
+        print(f"draem-zoo {args.command}: interrupted" + (f"; {again}" if again else ""), file=sys.stderr)
         return 130
     except Exception as exc:
         message = explain(exc, args.command)

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..files import writing
+
 
 def _heat(values: np.ndarray) -> np.ndarray:
     from matplotlib import colormaps  # lazily: only pictures need it
@@ -50,5 +52,6 @@ def overlay_panel(image: torch.Tensor, anomaly_map: torch.Tensor, mask: torch.Te
 def save_overlay(path: str | Path, *args, **kwargs) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    overlay_panel(*args, **kwargs).save(path)
+    with writing(path):
+        overlay_panel(*args, **kwargs).save(path)
     return path

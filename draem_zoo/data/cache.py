@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..files import ordinary_mode, temp_file
+from ..files import ordinary_mode, temp_file, writing
 
 CACHE_ENV = "DRAEM_ZOO_CACHE"
 VERSION = 1  # bump when decoding changes what a file decodes to
@@ -103,7 +103,8 @@ def cached_stack(paths: Sequence[Path | None], recipe: str, decode: Callable[[],
         tmp = None
         try:
             tmp = temp_file(root, f".{entry.name}.")  # the user's umask (0644 under 022), not mkstemp's 0600
-            save_file({"images": images.contiguous()}, str(tmp), metadata={"recipe": recipe, "count": str(len(paths))})
+            with writing(tmp):  # safetensors' full-disk error becomes the OSError caught below
+                save_file({"images": images.contiguous()}, str(tmp), metadata={"recipe": recipe, "count": str(len(paths))})
             ordinary_mode(tmp)  # safetensors writes a new file (0600) in its place
             os.replace(tmp, entry)
         except OSError:  # a full disk: the run goes on without the cache

@@ -32,8 +32,10 @@ from ..errors import ConfigError, DataError
 from .opencv_resize import resize_linear, resize_mask_like_draem
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")  # lossless: a mask's pixels must be exactly what was drawn
 # how images and masks are resized, per data.resize (part of the decode cache's key)
-RESIZE_RECIPES = {"pil": ("pil-bilinear-antialiased", "nearest"), "opencv": ("opencv-linear", "opencv-linear-255")}
+# (masks: binarised at half their range before resizing, "-half"; older cache entries used "non-zero")
+RESIZE_RECIPES = {"pil": ("pil-bilinear-antialiased", "nearest-half"), "opencv": ("opencv-linear", "opencv-linear-255-half")}
 RGB_RESIZE, MASK_RESIZE = RESIZE_RECIPES["pil"]
 
 
@@ -99,7 +101,7 @@ def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
     """Image files in ``folder`` (none if it is not a folder), sorted; hidden names are skipped.
 
     A dangling or looping symbolic link with an image suffix (or ``folder`` itself as one) is a
-    DataError naming it. ``recursive`` descends into sub-folders, following folder links, each real
+    DataError naming it, and so is an empty (0-byte) image file. ``recursive`` descends into sub-folders, following folder links, each real
     folder once: a link back to a folder above cannot make the listing go on forever."""
     folder = Path(folder)
     check_link(folder)
@@ -122,6 +124,8 @@ def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
             if p.suffix.lower() in IMAGE_SUFFIXES:
                 check_link(p)
                 if p.is_file():
+                    if p.stat().st_size == 0:  # an interrupted copy: never counted as an image
+                        raise DataError(f"{p}: an empty file (0 bytes), not an image; copy it again or remove it")
                     found.append(p)
                     continue
             if recursive and p.is_dir():
@@ -210,17 +214,43 @@ def read_rgb(path: str | Path, size: int | tuple[int, int] | None = None, resize
     return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).contiguous()
 
 
+def check_mask_format(path: str | Path) -> None:
+    """A DataError for a mask in a lossy format: JPEG's (or lossy WebP's) compression noise around a
+    defect would be read as more anomalous pixels (a 36-pixel mask saved as JPEG read as 80-152)."""
+    path = Path(path)
+    if path.suffix.lower() not in MASK_SUFFIXES:
+        raise DataError(f"{path}: a mask in a lossy format ({path.suffix}): its compression noise would mark normal "
+                        f"pixels around the defect as anomalous; save masks losslessly ({', '.join(MASK_SUFFIXES)}), "
+                        f"e.g. as {path.with_suffix('.png').name}")
+
+
+def binary_mask(im: Image.Image) -> np.ndarray:
+    """(H, W) bool from a mask of any mode: anomalous where a pixel is at least half its type's range
+    (128 of 255, 32768 of 65535; any colour channel), as MVTec's 0/255 masks need; a mask whose values
+    all stay below half the range (a label map of 0/1 or instance ids) is anomalous wherever non-zero."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr, half = np.asarray(im).astype(np.int64), 32768
+    elif im.mode == "F":
+        arr = np.asarray(im)
+        half = 0.5 if arr.size and float(arr.max()) <= 1.0 else 128
+    elif im.mode in ("L", "1"):
+        arr, half = np.asarray(im.convert("L")), 128
+    else:  # palette, RGB(A), CMYK, LA: the brightest colour channel
+        arr, half = np.asarray(im.convert("RGB")).max(axis=2), 128
+    top = arr.max() if arr.size else 0
+    return arr > 0 if 0 < top < half else arr >= half
+
+
 def read_mask(path: str | Path, size: int | tuple[int, int] | None = None, resize: str = "pil") -> torch.Tensor:
-    """(1, H, W) bool mask: any non-zero pixel is anomalous; nearest-neighbour resize, or (``resize=
-    "opencv"``) the original code's: bilinear, then only pixels that stay at 255 are anomalous."""
-    im = open_image(path)
-    arr = np.asarray(im.convert("L") if im.mode not in ("I;16", "I", "F", "1") else im)
-    if arr.ndim == 3:
-        arr = arr.max(axis=2)
+    """(1, H, W) bool mask, binarised by :func:`binary_mask`; nearest-neighbour resize, or (``resize=
+    "opencv"``) the original code's: bilinear, then only pixels that stay at 255 are anomalous. Only
+    lossless formats are read (:func:`check_mask_format`)."""
+    check_mask_format(path)
+    arr = binary_mask(open_image(path))
     if resize == "opencv" and size is not None:
         h, w = (size, size) if isinstance(size, int) else size
-        return torch.from_numpy(resize_mask_like_draem(np.asarray(arr > 0), h, w)).unsqueeze(0)
-    binary = Image.fromarray((arr > 0).astype(np.uint8) * 255)
+        return torch.from_numpy(resize_mask_like_draem(arr, h, w)).unsqueeze(0)
+    binary = Image.fromarray(arr.astype(np.uint8) * 255)
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
         if binary.size != (w, h):

@@ -3,7 +3,7 @@
     <root>/<category>/train/good/*.png          normal training images
     <root>/<category>/test/good/*.png           normal test images
     <root>/<category>/test/<defect>/*.png       anomalous test images, one folder per defect type
-    <root>/<category>/ground_truth/<defect>/<name>_mask.png   their masks (non-zero = anomalous)
+    <root>/<category>/ground_truth/<defect>/<name>_mask.png   their masks (PNG, BMP or TIFF; see find_mask)
 
 VisA, BTAD, MPDD and most users' own data are converted to this layout. Every image
 becomes RGB (grayscale repeated, alpha dropped, 16-bit scaled), is resized to the
@@ -29,9 +29,22 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
 from .cache import cached_stack
-from .images import IMAGE_SUFFIXES, RESIZE_RECIPES, ImageHeader, check_link, image_header, list_images, read_many, read_mask, read_rgb
+from .images import (
+    IMAGE_SUFFIXES,
+    MASK_SUFFIXES,
+    RESIZE_RECIPES,
+    ImageHeader,
+    check_link,
+    check_mask_format,
+    image_header,
+    list_images,
+    read_many,
+    read_mask,
+    read_rgb,
+)
 
 GOOD = "good"
+MIN_VALIDATION_NORMALS = 1  # held out of train/good; the split needs one more image to train on
 
 
 @dataclass
@@ -116,6 +129,27 @@ def _subfolders(folder: Path) -> list[str]:
     return sorted(names)
 
 
+def find_mask(folder: Path, img: Path) -> Path:
+    """The mask of anomalous test image ``img`` in ``folder`` (``ground_truth/<defect>``): ``NAME_mask.png``
+    (MVTec AD's name), else ``NAME_mask`` or ``NAME`` with a lossless suffix (.png, .bmp, .tif, .tiff;
+    as some datasets name them). A mask found only in a lossy format (JPEG, WebP) is a DataError naming
+    it; none at all, one naming the expected file."""
+    expected = folder / f"{img.stem}_mask.png"
+    if expected.is_file():
+        return expected
+    found = [p for p in (sorted(folder.glob(f"{img.stem}_mask.*")) + sorted(folder.glob(f"{img.stem}.*")))
+             if p.is_file()] if folder.is_dir() else []
+    for p in found:
+        if p.suffix.lower() in MASK_SUFFIXES:
+            return p
+    for p in found:
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            check_mask_format(p)  # raises: a lossy mask
+    raise DataError(f"{img}: no mask for this anomalous test image; expected {expected} (or NAME_mask / NAME with "
+                    f"{', '.join(MASK_SUFFIXES)}; pixels at half their range or more = anomalous; an all-black mask if "
+                    "the defect is not localised)")
+
+
 def check_mask_size(img: Path, mask: Path) -> None:
     """The mask must have its image's displayed size (both with their EXIF orientation applied, as
     they are decoded); a mask in the stored orientation of an EXIF-rotated image is named as such."""
@@ -165,8 +199,9 @@ def describe(root: str | Path) -> dict[str, dict]:
 
 
 def scan_category(root: str | Path, category: str, val_fraction: float = 0.1, split_seed: int = 0,
-                  check_sizes: bool = True) -> CategoryFiles:
-    """List and check the files of one category; raises DataError naming what is wrong."""
+                  check_sizes: bool = True, progress: bool = False) -> CategoryFiles:
+    """List and check the files of one category; raises DataError naming what is wrong (``progress``: a
+    bar over the test images, whose masks' headers are read)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: the data root does not exist or is not a folder")
@@ -196,27 +231,35 @@ def scan_category(root: str | Path, category: str, val_fraction: float = 0.1, sp
 
     test, labels, defects, masks = [], [], [], []
     test_dir = base / "test"
-    for d in _subfolders(test_dir):
-        if d != GOOD:
-            _images_in(base / "ground_truth" / d)  # a broken link among the masks is named, not "no mask"
-        for img in _images_in(test_dir / d):
-            test.append(img)
-            defects.append(d)
-            labels.append(0 if d == GOOD else 1)
-            if d == GOOD:
-                masks.append(None)
-                continue
-            mask = base / "ground_truth" / d / f"{img.stem}_mask.png"
-            if not mask.is_file():
-                alt = sorted((base / "ground_truth" / d).glob(f"{img.stem}.*")) if (base / "ground_truth" / d).is_dir() else []
-                if not alt:
-                    raise DataError(f"{img}: no mask for this anomalous test image; expected {mask} "
-                                    "(non-zero pixels = anomalous; an all-black mask if the defect is not localised)")
-                mask = alt[0]
-            if check_sizes:
-                check_mask_size(img, mask)
-            masks.append(mask)
+    bar = tqdm(desc=f"{category}: checking test images and masks", unit="img", leave=False) if progress else None
+    try:
+        for d in _subfolders(test_dir):
+            _scan_defect(base, d, check_sizes, test, labels, defects, masks, bar)
+    finally:
+        if bar is not None:  # (a bar without a total has no truth value)
+            bar.close()
     return CategoryFiles(root, category, train, val, test, labels, defects, masks)
+
+
+def _scan_defect(base: Path, d: str, check_sizes: bool, test: list, labels: list, defects: list, masks: list,
+                 bar) -> None:
+    """The test images of defect type ``d`` (or good) with their masks, appended to the lists."""
+    test_dir = base / "test"
+    if d != GOOD:
+        _images_in(base / "ground_truth" / d)  # a broken link among the masks is named, not "no mask"
+    for img in _images_in(test_dir / d):
+        test.append(img)
+        defects.append(d)
+        labels.append(0 if d == GOOD else 1)
+        if bar is not None:
+            bar.update(1)
+        if d == GOOD:
+            masks.append(None)
+            continue
+        mask = find_mask(base / "ground_truth" / d, img)
+        if check_sizes:
+            check_mask_size(img, mask)
+        masks.append(mask)
 
 
 def load_category(cfg: DataConfig, image_size: int, progress: bool = False,
@@ -226,7 +269,15 @@ def load_category(cfg: DataConfig, image_size: int, progress: bool = False,
     Each split is decoded once per node and cached (:mod:`.cache`); later runs load it."""
     if not cfg.root or not cfg.category:
         raise DataError("data.root and data.category must be set (--data ROOT --category NAME)")
-    files = scan_category(cfg.root, cfg.category, cfg.val_fraction, cfg.split_seed)
+    files = scan_category(cfg.root, cfg.category, cfg.val_fraction, cfg.split_seed, progress=progress)
+    if "train" in splits and cfg.val_fraction > 0 and not files.val:
+        good = Path(cfg.root).expanduser() / cfg.category / "train" / GOOD
+        raise DataError(
+            f"{good}: {len(files.train)} normal image; training holds out data.val_fraction={cfg.val_fraction:g} of "
+            f"them (at least {MIN_VALIDATION_NORMALS}) as validation normals, which choose s_f and set the thresholds, "
+            f"and needs one left to train on: at least {MIN_VALIDATION_NORMALS + 1} images (10 or more for a "
+            "validation that ranks anything). Add normal images, or pass --set data.val_fraction=0 to train without "
+            "validation (the model then has no thresholds: predict reports scores only)")
     threads = threads or min(8, os.cpu_count() or 1)
     keep_test = "test" in splits
     bar = tqdm(total=0, desc=f"{cfg.category}: decoding", unit="img", leave=False) if progress else None

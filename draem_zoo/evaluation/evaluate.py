@@ -38,7 +38,10 @@ class EvalConfig:
     less noise: synthetic anomalies cost compute, not data); validation_source: the textures that
     fill the validation anomalies: "auto" (the run's anomaly source), "procedural" (200 procedural
     textures, seed 0) or a folder; pin it when a search varies the training source, so that every
-    trial is scored on the same validation set.
+    trial is scored on the same validation set. validation_max_per_family: at most this many anomalies
+    of a family (0: no cap): a category with many held-out normals gets fewer per normal (at least
+    one), so that validating costs in proportion (MVTec AD's categories, at most 39 held-out normals,
+    stay at ``validation_per_normal``; 3,000 training images: 300 normals, one each).
     """
 
     filter_sizes: tuple[int, ...] = (1, 5, 11, 21, 31, 41)
@@ -50,6 +53,14 @@ class EvalConfig:
     validation_seed: int = 20240
     validation_per_normal: int = 3
     validation_source: str = "auto"
+    validation_max_per_family: int = 300
+
+    def per_normal(self, n_normals: int) -> int:
+        """Anomalies of each family made on each of ``n_normals`` held-out normals (the cap applied)."""
+        cap = self.validation_max_per_family
+        if cap <= 0 or n_normals * self.validation_per_normal <= cap:
+            return self.validation_per_normal
+        return max(1, cap // max(1, n_normals))
 
     def validate(self) -> None:
         if not self.filter_sizes:
@@ -63,6 +74,8 @@ class EvalConfig:
         check_families(self.validation_families)
         if self.validation_per_normal < 1:
             raise ConfigError("eval.validation_per_normal must be >= 1")
+        if self.validation_max_per_family < 0:
+            raise ConfigError("eval.validation_max_per_family must be >= 0 (0: no cap)")
 
 
 def compute_maps(model: DraemModel, images: torch.Tensor, batch_size: int = 16,
@@ -71,19 +84,22 @@ def compute_maps(model: DraemModel, images: torch.Tensor, batch_size: int = 16,
     """(N, 1, S, S) float32 anomaly maps for (N, 3, S, S) uint8 RGB images: on the CPU, or
     (``on_device``) where the model is, for validation to score them there; ``autocast`` runs the
     networks in that dtype (the training's bf16 on GPUs)."""
-    out = []
     device = next(model.parameters()).device
+    out: torch.Tensor | None = None  # filled in place: no list of chunks beside a concatenated copy
     for start in range(0, len(images), batch_size):
         chunk = images[start: start + batch_size].to(device, non_blocking=True).float().div_(255.0)
         with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-            amap = model.predict(chunk, filter_size=1).anomaly_map.float()
-        out.append(amap if on_device else amap.cpu())
+            amap = model.predict(chunk, filter_size=1).anomaly_map
+        if out is None:
+            out = torch.empty((len(images), *amap.shape[1:]), dtype=torch.float32,
+                              device=device if on_device else "cpu")
+        out[start: start + len(chunk)].copy_(amap)
         if progress:
             progress(len(chunk))
-    if not out:
+    if out is None:
         s = model.config.image_size
         return torch.zeros(0, 1, s, s, device=device if on_device else "cpu")
-    return torch.cat(out)
+    return out
 
 
 def _r(x: float | None) -> float | None:

@@ -25,7 +25,7 @@ size) image AUROCs that are exactly 1.0: how much of the score has run out of ro
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,8 +96,10 @@ def fingerprint_of(images: torch.Tensor, masks: torch.Tensor, family: list[str],
 
 
 def make_validation_set(normals: torch.Tensor, synthesis: SynthesisConfig, textures: TextureBank, seed: int,
-                        families: Sequence[str] = FAMILIES, per_normal: int = 1) -> ValidationSet:
-    """The held-out normals and ``per_normal`` anomalies of every family on each of them."""
+                        families: Sequence[str] = FAMILIES, per_normal: int = 1,
+                        progress: Callable[[int], None] | None = None) -> ValidationSet:
+    """The held-out normals and ``per_normal`` anomalies of every family on each of them (``progress``
+    is called with the number of anomalies made, family by family)."""
     check_families(families)
     normals = normals.cpu()
     n, _, h, w = normals.shape
@@ -113,6 +115,8 @@ def make_validation_set(normals: torch.Tensor, synthesis: SynthesisConfig, textu
                 masks.append(made.masks[keep])
                 source.append(torch.arange(n)[keep])
                 family += [name] * int(keep.sum())
+                if progress:
+                    progress(n)
     labels = torch.tensor([f != "normal" for f in family], dtype=torch.long)
     imgs, msks, src = torch.cat(images), torch.cat(masks), torch.cat(source)
     return ValidationSet(imgs, msks, labels, family, src, fingerprint_of(imgs, msks, family, src))

@@ -7,8 +7,10 @@ producer adds about where the model came from (training config, data fingerprint
 metrics with the split they came from). ``config_sha256`` is the sha256 of the rest
 of config.json in canonical form (:func:`config_digest`), so that an edit of the
 thresholds, s_f or the recorded weights hash is detected like a damaged weights file.
-Loading checks both hashes and loads the state dict strictly; directories written
-before ``config_sha256`` existed load without that check.
+Loading checks both hashes and loads the state dict strictly; a directory without either hash
+(written before ``config_sha256`` existed, or with the keys deleted) is refused, not loaded
+unchecked: :func:`rehash` (``draem-zoo rehash DIR``) stamps the hashes of the files as they are,
+for a directory whose origin the user trusts.
 
 Everything that writes or updates a model directory's config.json goes through
 :func:`save_model_dir` or :func:`write_config`, which stamp the hash.
@@ -30,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from ..__about__ import __version__
 from ..config import from_dict, to_dict
 from ..errors import DraemZooError
-from ..files import atomic_write_text, fsync_parent, fsync_tree, ordinary_mode, temp_dir
+from ..files import atomic_write_text, fsync_parent, fsync_tree, ordinary_mode, temp_dir, writing
 from .draem import DraemModel
 from .scoring import ScoreConfig
 from .variants import ModelConfig
@@ -91,12 +93,18 @@ def write_config(model_dir: str | Path, cfg: dict[str, Any]) -> dict[str, Any]:
     return stamped
 
 
+REHASH_HINT = ("re-export it (draem-zoo train / search / convert-official write both hashes), or, if you trust "
+               "where this directory came from, run `draem-zoo rehash {dir}` to record the hashes of the files as "
+               "they are now")
+
+
 def check_config(cfg: dict[str, Any], path: str | Path) -> None:
-    """Refuse a config.json whose content no longer matches its ``config_sha256`` (none: written
-    before the hash existed, accepted)."""
+    """Refuse a config.json whose content does not match its ``config_sha256``, or that has none (a
+    directory without it could carry any thresholds and s_f: it is never loaded unchecked)."""
     recorded = cfg.get(CONFIG_HASH)
     if recorded is None:
-        return
+        raise DraemZooError(f"{path}: records no {CONFIG_HASH}, so its thresholds, s_f and weights hash cannot be "
+                            f"checked; " + REHASH_HINT.format(dir=Path(path).parent))
     digest = config_digest(cfg)
     if recorded != digest:
         raise DraemZooError(f"{path}: edited after it was written (its {CONFIG_HASH} {str(recorded)[:12]}... does not "
@@ -113,7 +121,7 @@ def check_weights(model_dir: str | Path, cfg: dict[str, Any]) -> str:
     recorded = cfg.get("weights_sha256")
     if not recorded:
         raise DraemZooError(f"{Path(model_dir) / CONFIG}: records no weights_sha256, so {weights} cannot be checked; "
-                            "re-export the model (draem-zoo train / search / convert-official)")
+                            + REHASH_HINT.format(dir=model_dir))
     if digest != recorded:
         raise DraemZooError(f"{weights}: sha256 {digest[:12]}... does not match config.json ({recorded[:12]}...); "
                             "the file is corrupt or was altered: download it again, or re-run the export that "
@@ -133,7 +141,8 @@ def save_model_dir(model: DraemModel, out_dir: str | Path, extra: dict[str, Any]
     out.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(out, ".export.")
     try:
-        save_file(state_dict_for_export(model), str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        with writing(tmp / WEIGHTS):
+            save_file(state_dict_for_export(model), str(tmp / WEIGHTS), metadata={"format": FORMAT})
         ordinary_mode(tmp / WEIGHTS)  # safetensors creates its files 0600 whatever the umask
         cfg = {
             "format": FORMAT,
@@ -148,7 +157,8 @@ def save_model_dir(model: DraemModel, out_dir: str | Path, extra: dict[str, Any]
             "params": model.num_parameters(),
             **(extra or {}),
         }
-        (tmp / CONFIG).write_text(config_text(cfg)[1])
+        with writing(tmp / CONFIG):
+            (tmp / CONFIG).write_text(config_text(cfg)[1])
         fsync_tree(tmp)  # the data is on disk before any rename points at it
         os.replace(tmp / WEIGHTS, out / WEIGHTS)
         os.replace(tmp / CONFIG, out / CONFIG)
@@ -185,7 +195,7 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", ve
     weights = model_dir / WEIGHTS
     if not weights.is_file():
         raise DraemZooError(f"{model_dir}: {WEIGHTS} is missing")
-    if verify and cfg.get("weights_sha256"):
+    if verify:
         check_weights(model_dir, cfg)
     mcfg = from_dict(ModelConfig, cfg["model"], f"{CONFIG}:model")
     # weights come from the file: never fetch or read pretrained encoder weights here
@@ -217,3 +227,34 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], where: s
                          f"{tuple(own[wrong[0]].shape)})")
         raise DraemZooError(f"{where}: the weights do not fit the architecture in config.json: {'; '.join(parts)}")
     model.load_state_dict(state, strict=True)
+
+
+def rehash(model_dir: str | Path, accept_changes: bool = False) -> dict[str, Any]:
+    """Record the hashes of a model directory's files as they are now (``draem-zoo rehash``).
+
+    What it trusts: the weights file as it is (after checking that its keys and shapes fit the
+    architecture config.json describes) and every value in config.json (thresholds, s_f, metrics).
+    It only fills in hashes that are missing; hashes that are recorded but no longer match (an edited
+    file) are replaced only with ``accept_changes``, since that is exactly the edit loading refuses."""
+    model_dir = Path(model_dir)
+    cfg = read_config(model_dir, verify=False)
+    load_model_dir(model_dir, verify=False)  # the weights fit the architecture: strict keys and shapes
+    digest = sha256_file(model_dir / WEIGHTS)
+    changed = []
+    if cfg.get("weights_sha256") and cfg["weights_sha256"] != digest:
+        changed.append(f"{WEIGHTS} (sha256 {digest[:12]}..., config.json records {str(cfg['weights_sha256'])[:12]}...)")
+    if cfg.get(CONFIG_HASH) is not None and cfg[CONFIG_HASH] != config_digest(cfg):
+        changed.append(f"{CONFIG} (edited after its {CONFIG_HASH} was recorded)")
+    if changed and not accept_changes:
+        raise DraemZooError(f"{model_dir}: {' and '.join(changed)}: rehash only records missing hashes; an edited "
+                            "file is what loading refuses. If you made the change yourself and trust it, run "
+                            f"`draem-zoo rehash {model_dir} --accept-changes`; otherwise restore the files")
+    missing = [k for k in ("weights_sha256", CONFIG_HASH) if not cfg.get(k)]
+    stamped = cfg
+    if missing or changed:
+        stamped = write_config(model_dir, {**cfg, "weights_sha256": digest})
+    score = stamped.get("score") or {}
+    return {"model_dir": str(model_dir), "recorded": bool(missing or changed), "missing_before": missing,
+            "accepted_changes": changed, "weights_sha256": digest, "config_sha256": stamped[CONFIG_HASH],
+            "trusted": {"weights": f"{WEIGHTS} as it is now (its keys and shapes fit config.json's architecture)",
+                        "config": {k: score.get(k) for k in ("filter_size", "image_threshold", "pixel_threshold")}}}

@@ -24,7 +24,7 @@ from ..evaluation.bootstrap import beats
 from ..evaluation.evaluate import compute_maps, score_maps
 from ..evaluation.thresholds import compute_thresholds
 from ..evaluation.validation import TEXTURE_KEYS, make_validation_set, reference_synthesis, validation_metrics
-from ..files import OutputLock
+from ..files import OutputLock, atomic_write_text
 from ..model.draem import DraemModel, build_model
 from ..model.modeldir import parameters_digest, save_model_dir
 from ..model.scoring import ScoreConfig
@@ -108,7 +108,7 @@ def _train(run: RunConfig, out: Path, device: torch.device, resume: bool, progre
     if dist.is_main:
         _check_resume(out, run, resume)
         out.mkdir(parents=True, exist_ok=True)
-        (out / RUN_CONFIG).write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+        atomic_write_text(out / RUN_CONFIG, json.dumps(run.to_dict(), indent=2) + "\n")
     torch.manual_seed(run.train.seed)
     model = build_model(run.model).to(device)
     if device.type == "cuda" and run.train.channels_last:
@@ -116,14 +116,26 @@ def _train(run: RunConfig, out: Path, device: torch.device, resume: bool, progre
     forward: torch.nn.Module = model
     if dist.wrap is not None:
         forward = dist.wrap(model)
-    vset = reference_validation_set(run, data, textures)  # empty on DDP ranks other than 0
+    vset = reference_validation_set(run, data, textures, progress and dist.is_main)  # empty on DDP ranks but 0
     autocast = torch.bfloat16 if device.type == "cuda" and run.train.bf16 else None
+
+    last_validation: dict[str, Any] = {}  # the maps of the last weights' validation: finish() reuses them
 
     def validate(m: DraemModel) -> dict:
         if len(vset) == 0:
             return {}
-        maps = compute_maps(m, vset.images, run.eval.batch_size, on_device=True, autocast=autocast)
+        t0 = time.perf_counter()
+        bar = tqdm(total=len(vset), desc="validating", unit="img", leave=False) if progress and dist.is_main else None
+        try:
+            maps = compute_maps(m, vset.images, run.eval.batch_size, bar.update if bar else None, on_device=True,
+                                autocast=autocast)
+        finally:
+            if bar:
+                bar.close()
         result = validation_metrics(maps, vset, run.eval.filter_sizes)
+        if trainer.iteration >= trainer.total:
+            last_validation.update(iteration=trainer.iteration, maps=maps, result=dict(result),
+                                   seconds=time.perf_counter() - t0)
         if analyze_test and len(data.test):
             result["analysis"] = test_analysis(m, run, data, autocast)
         return result
@@ -140,16 +152,22 @@ def _train(run: RunConfig, out: Path, device: torch.device, resume: bool, progre
     if not dist.is_main:
         return {"rank": dist.rank, "iterations": fit["iterations"], "resumed_from": fit["resumed_from"],
                 "last_weights_sha256": digest}
-    result = finish(model, run, data, vset, fit, out, trainer, textures.source, dist, progress, evaluate_test)
+    result = finish(model, run, data, vset, fit, out, trainer, textures.source, dist, progress, evaluate_test,
+                    last_validation)
     result["last_weights_sha256"] = digest
     return result
 
 
 def finish(model: DraemModel, run: RunConfig, data, vset, fit: dict, out: Path, trainer: Trainer, source: str,
-           dist: Distributed, progress: bool, evaluate_test: bool) -> dict[str, Any]:
-    """After training: the weights, s_f on validation, test metrics, thresholds, the model directory."""
+           dist: Distributed, progress: bool, evaluate_test: bool,
+           last_validation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """After training: the weights, s_f on validation, test metrics, thresholds, the model directory.
+    ``last_validation`` (the last iteration's validation: maps, metrics, seconds) is reused when those are
+    the exported weights, instead of a second pass over the validation set."""
     exported = choose_weights(model, run, fit, out)
-    val, val_maps = validate_final(model, run, vset, trainer.autocast)
+    validated = (last_validation or {}).get("iteration")
+    same = validated == fit["iterations"] and (exported == "last" or fit["best"].get("iteration") == validated)
+    val, val_maps = validate_final(model, run, vset, trainer.autocast, last_validation if same else None)
     filter_size = val["val_filter_size"] if val else ScoreConfig().filter_size
     test = None
     if evaluate_test and len(data.test) > 0:
@@ -171,7 +189,7 @@ def finish(model: DraemModel, run: RunConfig, data, vset, fit: dict, out: Path, 
         "training": training_record(model, run, fit, trainer, source, dist),
     }
     save_model_dir(model, out, extra)
-    (out / "history.json").write_text(json.dumps(fit["history"], indent=1) + "\n")
+    atomic_write_text(out / "history.json", json.dumps(fit["history"], indent=1) + "\n")
     return {"model_dir": str(out), "validation": val, "test": test, "thresholds": thresholds,
             "selection": selection, "training": extra["training"], "iterations": fit["iterations"],
             "resumed_from": fit["resumed_from"], "params": model.num_parameters()}
@@ -202,28 +220,41 @@ def validation_recipe(run: RunConfig) -> dict[str, Any]:
     return {"data": {k: getattr(run.data, k) for k in ("root", "category", "val_fraction", "split_seed")},
             "image_size": run.model.image_size,
             "textures": {k: getattr(validation_textures(run), k) for k in TEXTURE_KEYS},
-            "families": list(e.validation_families), "seed": e.validation_seed, "per_normal": e.validation_per_normal}
+            "families": list(e.validation_families), "seed": e.validation_seed, "per_normal": e.validation_per_normal,
+            "max_per_family": e.validation_max_per_family}
 
 
-def reference_validation_set(run: RunConfig, data, textures):
+def reference_validation_set(run: RunConfig, data, textures, progress: bool = False):
     """The category's validation set at this size: made with the paper's simulator settings and a
     fixed seed whatever the run searches, so every trial of a category is scored on the same set."""
     ref = validation_textures(run)
     same = all(getattr(ref, k) == getattr(run.synthesis, k) for k in TEXTURE_KEYS)
     bank = textures if same or not len(data.val) else load_textures(ref, run.model.image_size, "cpu")
-    return make_validation_set(data.val, ref, bank, run.eval.validation_seed, run.eval.validation_families,
-                               run.eval.validation_per_normal)
+    per_normal = run.eval.per_normal(len(data.val))
+    total = len(data.val) * per_normal * len(run.eval.validation_families)
+    bar = tqdm(total=total, desc="validation set", unit="anomaly", leave=False) if progress and total else None
+    try:
+        return make_validation_set(data.val, ref, bank, run.eval.validation_seed, run.eval.validation_families,
+                                   per_normal, bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
 
 
-def validate_final(model: DraemModel, run: RunConfig, vset,
-                   autocast: torch.dtype | None = None) -> tuple[dict | None, torch.Tensor | None]:
-    """The exported weights' validation metrics (the score at every s_f, the chosen s_f) and maps."""
+def validate_final(model: DraemModel, run: RunConfig, vset, autocast: torch.dtype | None = None,
+                   done: dict[str, Any] | None = None) -> tuple[dict | None, torch.Tensor | None]:
+    """The exported weights' validation metrics (the score at every s_f, the chosen s_f) and maps; ``done``:
+    these weights' validation already made during training (its maps, metrics and seconds)."""
     if not len(vset):
         return None, None
-    t0 = time.perf_counter()
-    maps = compute_maps(model, vset.images, run.eval.batch_size, on_device=True, autocast=autocast)
-    val = validation_metrics(maps, vset, run.eval.filter_sizes)
-    seconds = time.perf_counter() - t0  # the whole validation: inference and metrics
+    if done:
+        maps, val, seconds = done["maps"], dict(done["result"]), done["seconds"]
+        val.pop("analysis", None)
+    else:
+        t0 = time.perf_counter()
+        maps = compute_maps(model, vset.images, run.eval.batch_size, on_device=True, autocast=autocast)
+        val = validation_metrics(maps, vset, run.eval.filter_sizes)
+        seconds = time.perf_counter() - t0  # the whole validation: inference and metrics
     val["inference_images_per_s"] = round(len(vset) / max(seconds, 1e-9), 3)  # a speed without the test split
     val["seconds"] = round(seconds, 3)
     val.pop("replicates", None)

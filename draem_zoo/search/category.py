@@ -26,9 +26,10 @@ from ray.tune.schedulers import ASHAScheduler
 from ..pipeline.runconfig import RunConfig, make_run_config
 from . import progress
 from .front import front_members
+from .journal import TUNE_TRIAL_ID
 from .records import variant_of
 from .space import load_space, overrides_of
-from .study import journal_storage, load_category_study
+from .study import journal_storage, load_category_study, segment_experiments
 from .trial import budget_run_config, run_final, trial_resources, trial_trainable
 
 try:
@@ -42,14 +43,73 @@ class DurableOptunaSearch(_OptunaSearch):
 
     After a driver crash, Tune restarts the trials that were running at its last experiment
     checkpoint; one of them may have finished (and been told to the study) after that
-    checkpoint. Its repeated reports are ignored instead of failing the search.
+    checkpoint. Its repeated reports are ignored instead of failing the search. Each Optuna
+    trial names its Tune trial (user attribute ``tune_trial_id``), so that a resume can tell
+    which trials left RUNNING Tune continues (:mod:`.journal`); on restore, a continued trial
+    whose study entry the journal lost (a journal cut after damage) gets a new entry with its
+    parameters, so that it never reports to a missing trial, or to another trial given its id.
     """
+
+    def suggest(self, trial_id: str):
+        new = trial_id not in self._ot_trials
+        config = super().suggest(trial_id)
+        if new and trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ID, trial_id)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self.relink()
+
+    def relink(self) -> list[str]:
+        """Give each unfinished Tune trial a study entry of its own (class docstring); the Tune ids relinked."""
+        study = self._ot_study
+        storage, relinked = study._storage, []
+        backend = getattr(storage, "_backend", None)
+        if isinstance(getattr(backend, "_log_number_offset", None), dict):
+            # the pickled journal reader caches each line's offset in the file as it was: a journal cut since
+            # (or cut and written again) would be read from the wrong places
+            backend._log_number_offset = {0: 0}
+        for tid, ot in sorted(self._ot_trials.items(), key=lambda kv: kv[1]._trial_id):
+            if tid in self._completed_trials:
+                continue
+            mine = ot._cached_frozen_trial
+            try:
+                entry = storage.get_trial(ot._trial_id)
+            except KeyError:
+                entry = None
+            if entry is not None and entry.user_attrs.get(TUNE_TRIAL_ID, tid) == tid and entry.number == mine.number \
+                    and entry.params == mine.params:
+                continue
+            template = optuna.trial.FrozenTrial(
+                number=-1, state=optuna.trial.TrialState.RUNNING, value=None, datetime_start=mine.datetime_start,
+                datetime_complete=None, params=dict(mine.params), distributions=dict(mine.distributions),
+                user_attrs={**mine.user_attrs, TUNE_TRIAL_ID: tid}, system_attrs={}, intermediate_values={},
+                trial_id=-1)
+            self._ot_trials[tid] = optuna.trial.Trial(study, storage.create_new_trial(study._study_id, template))
+            relinked.append(tid)
+        return relinked
+
+
+def seed_asha(scheduler: ASHAScheduler, earlier: list[dict[str, Any]], metric: str, mode: str) -> int:
+    """Record the earlier experiments' trials at ASHA's rungs (their first report at or past each rung,
+    as ASHA records a trial's), so that the trials a resume adds are judged against every trial of the
+    category, as in one experiment; the number of rung entries recorded."""
+    sign, n = (1 if mode == "max" else -1), 0
+    for bracket in getattr(scheduler, "_brackets", []):
+        for milestone, recorded in getattr(bracket, "_rungs", []):
+            for t in earlier:
+                at = next((c for c in t.get("curve") or [] if (c.get("iteration") or 0) >= milestone), None)
+                if at is not None and at.get(metric) is not None:
+                    recorded[t["trial_id"]] = sign * at[metric]
+                    n += 1
+    return n
 
 
 def _trial_id_from_path(path: str | None) -> str | None:
@@ -112,33 +172,40 @@ class CategorySearch:
         return {"category": self.category, "phase": self.phase, "trials": progress.snapshot(self.settings["experiment"]),
                 "final": [dict(f) for f in self.final]}
 
-    def _tuner(self, resume: bool) -> tune.Tuner:
+    def _tuner(self, resume: bool, segment: int = 0, earlier: list[dict[str, Any]] | None = None) -> tune.Tuner:
+        """The Tune experiment of the ``segment``-th batch of trials (:func:`.study.segment_experiments`):
+        restored when a resume finds it, else new, over the category's one study."""
         s, sp = self.settings, self.space
         exp = s["experiment"]
+        segments = s.get("segments") or [s["trials"]]
+        name = segment_experiments(exp, len(segments))[segment]
         inner = tune.with_parameters(trial_trainable, base=self.base, settings=s)
         # Tune registers trainables by name in a registry shared by the whole Ray job: every
         # category's searcher runs in the same job, so a shared name would let one category's
         # trials run with another's base config (its data). One name per experiment.
-        inner.__name__ = "trial_" + re.sub(r"[^A-Za-z0-9]+", "-", exp)
+        inner.__name__ = "trial_" + re.sub(r"[^A-Za-z0-9]+", "-", name)
         trainable = tune.with_resources(inner, trial_resources(s))
-        path = f"{s['storage'].rstrip('/')}/{exp}"
+        path = f"{s['storage'].rstrip('/')}/{name}"
         if resume and tune.Tuner.can_restore(path):
             return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
         max_t, every = self.plan["trial"]["iterations"], self.plan["trial"]["val_every"]
+        # a later batch asks the same study (its sampler sees every earlier trial); the points to
+        # evaluate first were the first batch's
         searcher = DurableOptunaSearch(space=sp.fn, metric=sp.metric, mode=sp.mode,
-                                       sampler=sp.make_sampler(s.get("seed", 0), s.get("sampler")),
+                                       sampler=sp.make_sampler(s.get("seed", 0) + segment, s.get("sampler")),
                                        storage=_optuna_storage(s["storage"], exp), study_name=exp,
-                                       points_to_evaluate=[dict(p) for p in sp.points] or None)
+                                       points_to_evaluate=([dict(p) for p in sp.points] or None) if not segment else None)
         scheduler = ASHAScheduler(time_attr="iteration", metric=sp.metric, mode=sp.mode, max_t=max_t,
                                   grace_period=max(every, min(max_t, every * s.get("grace_validations", 2))),
                                   reduction_factor=s.get("reduction_factor", 2),
                                   # a trial at the budget ends by itself, after its final report (test metrics)
                                   stop_last_trials=False)
+        seed_asha(scheduler, earlier or [], sp.metric, sp.mode)
         return tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s["trials"],
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=segments[segment],
                                         max_concurrent_trials=s.get("max_concurrent") or None),
-            run_config=tune.RunConfig(name=exp, storage_path=s["storage"], verbose=0,
+            run_config=tune.RunConfig(name=name, storage_path=s["storage"], verbose=0,
                                       # a one-worker trial trains in the trial: its crash is the trial's
                                       failure_config=tune.FailureConfig(max_failures=int(s.get("retries", 2))),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -147,8 +214,9 @@ class CategorySearch:
 
     def run(self, resume: bool = False) -> dict[str, Any]:
         self.phase = "search"
-        grid = self._tuner(resume).fit()
-        trials = [self._record(r) for r in grid]
+        trials: list[dict[str, Any]] = []
+        for segment in range(len(self.settings.get("segments") or [1])):  # more trials added by a resume: later
+            trials += [self._record(r) for r in self._tuner(resume, segment, trials).fit()]
         scored = [t for t in trials if t["best_val_score"] is not None]
         if not scored:
             self.phase = "failed"

@@ -3,9 +3,11 @@
 Everything that can be wrong is checked before any trial starts: the data root and
 categories (every file of every category), the search-space file (its suggestions make
 valid runs and buildable models), the storage (writable), the results folder (a new
-search needs a new folder; ``--resume`` needs the old one), and the cluster (enough
-CPUs/GPUs for one trial). Without ``--address`` Ray starts embedded on this machine,
-with its dashboard (needed so that trials stopped by ASHA release their resources).
+search needs a new folder; ``--resume`` needs the old one, the settings the search started
+with and folders no one else can write: :mod:`.resume`), and the cluster (enough CPUs/GPUs
+for one trial). A resume also repairs what a killed driver left in the Optuna studies
+(:mod:`.journal`). Without ``--address`` Ray starts embedded on this machine, with its
+dashboard (needed so that trials stopped by ASHA release their resources).
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from ..pipeline.runconfig import make_run_config
 from ..pipeline.workflow import validation_recipe
 from ..train.budget import parse_budget
 from . import results
+from .journal import check_journal, reconcile_study
 from .plan import make_plan
+from .resume import check_resumed, check_trusted, extend_trials, resume_options, trial_segments
 from .space import check_space, load_space, overrides_of
 from .status import ProgressLog
-from .study import dashboard_lines, search_studies
+from .study import dashboard_lines, is_object_store, journal_path, search_studies, segment_experiments
 
 
 @dataclasses.dataclass
@@ -70,6 +74,7 @@ class SearchOptions:
     crash_at_iteration: int | None = None  # fault injection (tests): first attempt of each run
     plan: bool = False  # print what the search costs and stop (no Ray, no training)
     throughput: float | None = None  # one accelerator's training images/s, for the plan's hours
+    given: tuple[str, ...] | None = None  # the fields set by a typed flag (CLI); None: unknown (see .resume)
 
 
 def _check_storage(storage: str) -> str:
@@ -98,14 +103,19 @@ def _check_storage(storage: str) -> str:
 
 
 def preflight(opts: SearchOptions) -> dict[str, Any]:
-    """All the checks that need no cluster; returns what the search (or its plan) needs."""
+    """All the checks that need no cluster; returns what the search (or its plan) needs, with ``opts``
+    (on ``--resume``, the settings the search started with: :func:`.resume.resume_options`)."""
     out = Path(opts.out).expanduser().resolve()
     meta_path = out / "search.json"
+    meta, notes = None, []
     if not opts.plan:
         if meta_path.exists() and not opts.resume:
             raise DraemZooError(f"{out}: already holds a search; pass --resume to continue it, or choose another --out")
         if opts.resume and not meta_path.exists():
             raise DraemZooError(f"{out}: no search to resume (no search.json); run without --resume")
+        if opts.resume:  # the settings the search started with; a change is refused or honoured here
+            meta = json.loads(meta_path.read_text())
+            opts, notes = resume_options(opts, meta, out)
     if opts.trials < 1:
         raise DraemZooError(f"--trials {opts.trials}: a search needs at least one trial per category")
     if opts.front < 0:
@@ -136,9 +146,13 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
     if opts.lr_scaling not in ("none", "linear", "sqrt"):
         raise DraemZooError(f"--lr-scaling {opts.lr_scaling}: use none, linear or sqrt")
     storage = None if opts.plan else _check_storage(opts.storage or str(out / "ray"))
-    return {"out": out, "space": space, "budget": budget, "final_budget": final_budget,
-            "categories": wanted, "base": base, "storage": storage, "n_train": n_train, "draws": draws,
-            "model_sizes": sizes}
+    pre = {"out": out, "space": space, "budget": budget, "final_budget": final_budget,
+           "categories": wanted, "base": base, "storage": storage, "n_train": n_train, "draws": draws,
+           "model_sizes": sizes, "opts": opts, "meta": meta, "notes": notes}
+    if meta is not None:  # before anything is rewritten, or unpickled
+        check_resumed(opts, pre, meta)
+        check_trusted(out, storage, meta["search_id"])
+    return pre
 
 
 def _check_selection(space, base, draws: list[dict[str, Any]]) -> None:
@@ -246,26 +260,43 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     if opts.plan:
         return plan_search(opts)
     pre = preflight(opts)
-    out: Path = pre["out"]
+    opts, out = pre["opts"], pre["out"]  # on --resume, the options the search started with
     if out.exists() and not out.is_dir():
         raise DraemZooError(f"--out {out}: is a file, not a folder; choose another --out")
     with OutputLock(out, "this search"):  # one driver per results folder; a killed one's lock is taken over
         return _run_search(opts, pre, out)
 
 
+def search_meta(opts: SearchOptions, pre: dict[str, Any]) -> dict[str, Any]:
+    """What ``search.json`` records of a new search: a resume is compared with it (:mod:`.resume`)."""
+    return {"search_id": f"{pre['out'].name}-{uuid.uuid4().hex[:8]}", "created": time.time(), "version": __version__,
+            "space": str(opts.space), "space_sha256": hashlib.sha256(pre["space"].source().encode()).hexdigest(),
+            "options": dataclasses.asdict(opts), "budget": str(pre["budget"]), "final_budget": str(pre["final_budget"]),
+            "categories": pre["categories"], "storage": pre["storage"], "base": pre["base"].to_dict()}
+
+
+def _settle_studies(opts: SearchOptions, pre: dict[str, Any], meta: dict[str, Any]) -> None:
+    """On --resume, before Ray starts: more trials recorded, each category's journal made replayable and
+    the trials the killed driver left RUNNING in its study settled (:mod:`.journal`); said on stderr."""
+    lines = list(pre["notes"])
+    for cat in pre["categories"]:
+        exp = f"{meta['search_id']}-{cat}"
+        if not is_object_store(pre["storage"]):
+            lines.append(check_journal(journal_path(pre["storage"], exp)))
+        lines.append(reconcile_study(pre["storage"], exp, segment_experiments(exp, len(trial_segments(meta))),
+                                     pre["space"].metric, cat))
+    if extend_trials(meta, opts.trials):  # recorded: a later resume compares with the new count
+        results.write_json(pre["out"] / "search.json", meta)
+    for line in filter(None, lines):
+        print(line, file=sys.stderr)
+
+
 def _run_search(opts: SearchOptions, pre: dict[str, Any], out: Path) -> dict[str, Any]:
     meta_path = out / "search.json"
     if opts.resume:
-        meta = json.loads(meta_path.read_text())
-        if meta["space_sha256"] != hashlib.sha256(pre["space"].source().encode()).hexdigest():
-            raise DraemZooError(f"{opts.space}: the search-space file changed since this search started; "
-                                "resume with the same file, or start a new search")
+        meta = pre["meta"]
     else:
-        meta = {"search_id": f"{out.name}-{uuid.uuid4().hex[:8]}", "created": time.time(), "version": __version__,
-                "space": str(opts.space), "space_sha256": hashlib.sha256(pre["space"].source().encode()).hexdigest(),
-                "options": dataclasses.asdict(opts), "budget": str(pre["budget"]),
-                "final_budget": str(pre["final_budget"]),
-                "categories": pre["categories"], "storage": pre["storage"], "base": pre["base"].to_dict()}
+        meta = search_meta(opts, pre)
         results.write_json(meta_path, meta)
     if not opts.address:
         from .cleanup import reap_ray_processes
@@ -274,6 +305,8 @@ def _run_search(opts: SearchOptions, pre: dict[str, Any], out: Path) -> dict[str
         if left:
             print(f"stopped {len(left)} Ray processes left running by the earlier, killed driver of {out}",
                   file=sys.stderr)
+    if opts.resume:
+        _settle_studies(opts, pre, meta)
     started_ray = _start_ray(opts)
     import ray
 
@@ -286,6 +319,7 @@ def _run_search(opts: SearchOptions, pre: dict[str, Any], out: Path) -> dict[str
         from .category import CategorySearch  # imports Ray Tune: only once Ray runs
 
         settings = {"search_id": meta["search_id"], "storage": pre["storage"], "trials": opts.trials,
+                    "segments": trial_segments(meta),
                     "budget": str(pre["budget"]), "final_budget": str(pre["final_budget"]),
                     "validations": opts.validations,
                     "workers_per_trial": opts.workers_per_trial, "gpus_per_trial": opts.gpus_per_trial,

@@ -1,11 +1,17 @@
 """Progress of a search: the live table (``draem-zoo status``) and the one-line-per-event log.
 
-Both are made from ``status.json`` snapshots, which the driver writes while the search runs.
+Both are made from ``status.json`` snapshots, which the driver writes while the search runs;
+:func:`study_notes` adds what the Optuna studies say that the snapshots cannot (trials a killed
+driver left RUNNING).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from .records import _fmt
@@ -103,3 +109,47 @@ class ProgressLog:
             for line in status_events(self.last, status):
                 print(f"{stamp} {line}", file=self.stream, flush=True)
         self.last = status
+
+
+def driver_alive(results: str | Path) -> bool | None:
+    """Whether the driver holding ``results`` (its ``.draem-zoo.lock``) runs: None when it runs on another host."""
+    try:
+        holder = json.loads((Path(results) / ".draem-zoo.lock").read_text())
+    except (OSError, ValueError):
+        return False
+    if holder.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(holder.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return True
+
+
+def study_notes(results: str | Path, status: dict[str, Any] | None = None) -> list[str]:
+    """One line per category whose Optuna study has trials RUNNING while no driver runs the search
+    (``status.json`` says done, or the driver is gone), or whose journal Optuna cannot replay."""
+    from .journal import running_in_study
+
+    meta_path = Path(results) / "search.json"
+    if not meta_path.is_file():
+        return []
+    meta = json.loads(meta_path.read_text())
+    if status is None:
+        path = Path(results) / "status.json"
+        status = json.loads(path.read_text()) if path.is_file() else {}
+    alive = driver_alive(results)
+    if status.get("state") != "done" and alive is not False:
+        return []  # a running driver's trials are RUNNING
+    why = "the search is done" if status.get("state") == "done" else "its driver is gone"
+    lines = []
+    for cat in meta.get("categories", []):
+        n = running_in_study(meta["storage"], f"{meta['search_id']}-{cat}")
+        if isinstance(n, str):
+            lines.append(f"{cat}: {n}; draem-zoo search --resume says how to repair it")
+        elif n:
+            lines.append(f"{cat}: {n} trials RUNNING in the Optuna study but {why}: left by a killed driver; "
+                         "draem-zoo search --resume (with this search's flags) settles them")
+    return lines

@@ -27,6 +27,12 @@ def is_object_store(storage: str) -> bool:
     return "://" in str(storage)
 
 
+def segment_experiments(experiment: str, segments: int) -> list[str]:
+    """The Tune experiments of a category's search: ``experiment``, then ``experiment-more1``, ... one per
+    resume that added trials (:mod:`.resume`); all of them ask and tell the one study named ``experiment``."""
+    return [experiment] + [f"{experiment}-more{k}" for k in range(1, segments)]
+
+
 def journal_path(storage: str, experiment: str) -> Path:
     """The journal file of ``experiment`` (``<search_id>-<category>``) under a folder storage."""
     return Path(storage) / experiment / JOURNAL

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import DraemZooError
-from ..files import backup_of, ordinary_mode, swap_in, temp_dir
+from ..files import backup_of, ordinary_mode, swap_in, temp_dir, writing
 from ..model.modeldir import load_strict
 
 STATE = "state.safetensors"
@@ -70,8 +70,10 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
     tmp = temp_dir(path.parent, f".{path.name}.")
     try:
-        save_file(tensors, str(tmp / STATE))
-        (tmp / META).write_text(json.dumps(full_meta, indent=1))
+        with writing(tmp / STATE):
+            save_file(tensors, str(tmp / STATE))
+        with writing(tmp / META):
+            (tmp / META).write_text(json.dumps(full_meta, indent=1))
         ordinary_mode(tmp / STATE)  # safetensors writes 0600 whatever the umask
         swap_in(tmp, path)  # flushed, then renamed: `last` or `.last.old` is complete at every instant
     except BaseException:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from ..compiling import Compiled
 from ..errors import ConfigError, SynthesisWorkerDied, TrainingDiverged
-from ..files import fsync_tree, ordinary_mode
+from ..files import fsync_tree, ordinary_mode, writing
 from ..model.draem import DraemModel
 from ..model.losses import LossConfig, LossTerms
 from ..synthesis.simulator import AnomalySynthesizer, SynthBatch, make_generator
@@ -131,7 +131,8 @@ class Trainer:
             if which == "last":
                 path = self.workdir / "checkpoints" / f"rng-rank{self.rank}.safetensors"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                save_file({k: v.cpu() for k, v in self.rng_state().items()}, str(path.with_suffix(".tmp")))
+                with writing(path.with_suffix(".tmp")):
+                    save_file({k: v.cpu() for k, v in self.rng_state().items()}, str(path.with_suffix(".tmp")))
                 ordinary_mode(path.with_suffix(".tmp"))
                 fsync_tree(path.with_suffix(".tmp"))
                 path.with_suffix(".tmp").replace(path)

@@ -175,3 +175,53 @@ def test_masks_are_checked_against_the_displayed_exif_orientation(tmp_path):
                                         r"EXIF orientation 6: rotated 90° clockwise\); masks must have their image's size"):
         scan_category(root, "cat")
 
+
+
+def _mask_with_a_square(n: int = 6, size: int = 32) -> np.ndarray:
+    m = np.zeros((size, size), np.uint8)
+    m[10:10 + n, 12:12 + n] = 255
+    return m
+
+
+def test_a_jpeg_mask_is_refused_by_name_never_read_with_its_noise(root):
+    gt = root / "weave" / "ground_truth" / "hole"
+    (gt / "000_mask.png").unlink()
+    Image.fromarray(_mask_with_a_square()).save(gt / "000.jpg", quality=75)  # the undocumented NAME.* fallback
+    with pytest.raises(DataError, match=r"000\.jpg: a mask in a lossy format \(\.jpg\).*\.png, \.bmp"):
+        scan_category(root, "weave")
+    with pytest.raises(DataError, match="lossy"):
+        describe(root)
+    (gt / "000.jpg").rename(gt / "000_mask.jpeg")
+    with pytest.raises(DataError, match=r"000_mask\.jpeg: a mask in a lossy format"):
+        scan_category(root, "weave")
+
+
+def test_lossless_masks_by_either_name_are_binarised_at_half_their_range(root):
+    gt = root / "weave" / "ground_truth" / "hole"
+    (gt / "000_mask.png").unlink()
+    soft = _mask_with_a_square()
+    soft[9, 12:18] = 60  # an antialiased edge below half the range: normal
+    soft[16, 12:18] = 200  # above half: anomalous
+    Image.fromarray(soft).save(gt / "000.bmp")  # the documented fallback: NAME with a lossless suffix
+    (gt / "001_mask.png").unlink()
+    Image.fromarray((_mask_with_a_square() // 255).astype(np.uint8)).save(gt / "001_mask.tif")  # a 0/1 label map
+    files = scan_category(root, "weave")
+    assert gt / "000.bmp" in files.test_masks and gt / "001_mask.tif" in files.test_masks
+    data = load_category(DataConfig(str(root), "weave"), 32)
+    by = dict(zip(files.test_masks, data.test_masks))
+    assert int(by[gt / "000.bmp"].sum()) == 36 + 6  # the square and the 200 row, not the 60 row
+    assert int(by[gt / "001_mask.tif"].sum()) == 36  # a 0/1 mask is not all-normal
+    deep = (_mask_with_a_square().astype(np.uint16) * 257)  # 16-bit 0/65535
+    deep[9, 12:18] = 20000
+    Image.fromarray(deep).save(gt / "000.png")
+    (gt / "000.bmp").unlink()
+    data = load_category(DataConfig(str(root), "weave"), 32)
+    assert int(dict(zip(scan_category(root, "weave").test_masks, data.test_masks))[gt / "000.png"].sum()) == 36
+
+
+def test_a_zero_byte_image_is_named_not_counted(root):
+    (root / "weave" / "train" / "good" / "999.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"999\.png: an empty file \(0 bytes\)"):
+        describe(root)
+    with pytest.raises(DataError, match="empty file"):
+        scan_category(root, "weave")

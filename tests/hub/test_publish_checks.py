@@ -125,11 +125,15 @@ def test_stale_or_unrecorded_onnx_is_left_out_with_a_warning(res, capsys):
     assert any("no record of its sha256" in w and str(weave) in w for w in warnings)
 
 
-def test_model_dirs_without_config_hash_still_publish(res, capsys):
+def test_model_dirs_without_config_hash_are_not_published_until_rehashed(res, capsys):
     path = res / "granite" / "best" / "config.json"
     cfg = json.loads(path.read_text())
     del cfg[CONFIG_HASH]
     path.write_text(json.dumps(cfg, indent=2))
+    assert cli.main(["publish", str(res), *DRY]) == 2
+    err = capsys.readouterr().err
+    assert "records no config_sha256" in err and "nothing was uploaded" in err and len(err.strip().splitlines()) == 1
+    assert cli.main(["rehash", str(path.parent)]) == 0
     assert cli.main(["publish", str(res), *DRY]) == 0
     assert "granite" in capsys.readouterr().out
 

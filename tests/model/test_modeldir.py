@@ -104,13 +104,62 @@ def test_write_config_keeps_an_update_loadable(tmp_path):
     assert sorted(p.name for p in d.iterdir()) == ["config.json", "model.safetensors"]
 
 
-def test_directories_without_config_hash_still_load(tmp_path, fixtures):
+@pytest.mark.parametrize("removed", [[CONFIG_HASH], ["weights_sha256"], [CONFIG_HASH, "weights_sha256"]])
+def test_a_directory_without_its_hashes_is_refused_everywhere(tmp_path, capsys, removed):
+    """Deleting the hash keys does not switch the checks off: load, predict, evaluate, export-onnx and
+    publish refuse the directory with one line, exit 2, and say how to re-create the hashes."""
+    d = _tiny(tmp_path / "res" / "weave" / "best")
+    path = d / "config.json"
+    cfg = json.loads(path.read_text())
+    for key in removed:
+        del cfg[key]
+    cfg["score"]["image_threshold"] = 0.0  # with no hash, an edit like this would flag every image
+    if CONFIG_HASH in removed:
+        path.write_text(json.dumps(cfg, indent=2))
+    else:  # a config.json consistent with its own hash, but with no weights hash to check the weights by
+        write_config(d, cfg)
+    for load in (load_model_dir, draem_zoo.load):
+        with pytest.raises(DraemZooError, match=f"records no {removed[0]}") as info:
+            load(str(d))
+        assert "draem-zoo rehash" in str(info.value)
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")  # never read: the model is refused first
+    for argv in (["predict", "--model", str(d), str(image)],
+                 ["evaluate", "--model", str(d), "--data", str(tmp_path), "--category", "weave"],
+                 ["export-onnx", "--model", str(d)],
+                 ["publish", str(tmp_path / "res"), "--org", "acme", "--license", "mit", "--dry-run"]):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"records no {removed[0]}" in err and "rehash" in err, (argv, err)
+    assert not (d / "model.onnx").exists()
+
+
+def test_rehash_records_what_it_trusts_and_refuses_edits_unless_accepted(tmp_path, capsys, fixtures):
     d = _tiny(tmp_path / "m")
     cfg = json.loads((d / "config.json").read_text())
-    del cfg[CONFIG_HASH]
-    cfg["score"]["image_threshold"] = 0.125  # no hash to check it against: used as it is, as before
+    del cfg[CONFIG_HASH], cfg["weights_sha256"]
+    cfg["score"]["image_threshold"] = 0.125
     (d / "config.json").write_text(json.dumps(cfg, indent=2))
+    assert cli.main(["rehash", str(d)]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert result["missing_before"] == ["weights_sha256", CONFIG_HASH] and result["recorded"]
+    assert "image threshold 0.125" in err and "trusting model.safetensors" in err
     assert load_model_dir(d).score_config.image_threshold == 0.125
+    assert cli.main(["rehash", str(d)]) == 0 and "nothing to do" in capsys.readouterr().err
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["score"]["image_threshold"] = 0.5  # an edit after the hash was recorded: not rehashed silently
+    (d / "config.json").write_text(json.dumps(cfg, indent=2))
+    assert cli.main(["rehash", str(d)]) == 2 and "--accept-changes" in capsys.readouterr().err
+    assert cli.main(["rehash", str(d), "--accept-changes"]) == 0
+    assert load_model_dir(d).score_config.image_threshold == 0.5
+    other = tmp_path / "other"  # weights of another architecture are never stamped as trusted
+    _tiny(other)
+    build = build_model("paper-tiny", rec_width=8, disc_width=8, image_size=32)
+    save_model_dir(build, tmp_path / "wide")
+    (other / "model.safetensors").write_bytes((tmp_path / "wide" / "model.safetensors").read_bytes())
+    assert cli.main(["rehash", str(other), "--accept-changes"]) == 2
+    assert "do not fit the architecture" in capsys.readouterr().err
 
     ref = load_file(str(fixtures / "parity_bw8_64px.safetensors"))  # a converted official checkpoint
     for part in ("reconstructive", "discriminative"):
@@ -119,18 +168,22 @@ def test_directories_without_config_hash_still_load(tmp_path, fixtures):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg[CONFIG_HASH] == config_digest(cfg)
     expected = load_model_dir(out).predict(ref["input"].flip(1)).score
-    del cfg[CONFIG_HASH]  # as converted before config_sha256 existed
+    del cfg[CONFIG_HASH]  # as converted before config_sha256 existed: refused until rehashed
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    with pytest.raises(DraemZooError, match="records no config_sha256"):
+        draem_zoo.load(str(out))
+    modeldir.rehash(out)
     torch.testing.assert_close(draem_zoo.load(str(out)).predict(ref["input"].flip(1)).score, expected, atol=0, rtol=0)
 
 
 def test_a_recorded_hash_that_is_not_a_hash_is_refused(tmp_path):
     d = _tiny(tmp_path / "m")
     cfg = json.loads((d / "config.json").read_text())
-    cfg[CONFIG_HASH] = None  # a null is "no hash" (an old directory) ...
+    cfg[CONFIG_HASH] = None  # a null is "no hash": refused like a missing one ...
     (d / "config.json").write_text(json.dumps(cfg))
-    load_model_dir(d)
-    cfg[CONFIG_HASH] = 12345  # ... anything else must match
+    with pytest.raises(DraemZooError, match="records no config_sha256"):
+        load_model_dir(d)
+    cfg[CONFIG_HASH] = 12345  # ... and anything else must match
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(DraemZooError, match="edited after it was written"):
         load_model_dir(d)

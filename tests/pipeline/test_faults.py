@@ -4,9 +4,11 @@ values, a second writer into one folder, and the modes of what is written."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -97,6 +99,48 @@ def test_disk_full_during_a_checkpoint_stops_with_one_line_and_resume_is_exact(r
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 2 MiB file system (tmpfs): CI runs as root; elsewhere mounting is refused and the test skips."""
+    where = tmp_path / "small"
+    where.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a 2 MiB tmpfs here ({res.stderr.strip() or 'not root'}); CI runs as root and mounts it")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_a_real_full_disk_names_the_path_and_what_to_free_then_resume_works(root, tmp_path, small_fs, model_dir,
+                                                                             capsys):
+    out = small_fs / "m"  # the first checkpoint (~2.2 MB) does not fit: safetensors' own ENOSPC error
+    assert cli.main(train_argv(root, out)) == 2
+    line = one_line(capsys)
+    assert "no space left on the device" in line and str(out / "checkpoints") in line, line
+    assert "free of 2.0 MiB on the file system of" in line and "free space there" in line and "--resume" in line
+    assert "damaged" not in line and "re-download" not in line
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # no half-written save
+    subprocess.run(["mount", "-o", "remount,size=24m", str(small_fs)], check=True)  # the user frees space
+    assert cli.main(train_argv(root, out, 6, "--resume")) == 0
+    assert "no checkpoint" in capsys.readouterr().err  # the failed save left none: it starts afresh, and says so
+    a, b = load_file(str(model_dir / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same weights as a run that never met a full disk
+
+    shutil.rmtree(out)
+    subprocess.run(["mount", "-o", "remount,size=2m", str(small_fs)], check=True)  # and full again
+    filler = small_fs / "filler"
+    with open(filler, "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    image = root / "weave" / "test" / "good" / "000.png"
+    assert cli.main(["predict", "--model", str(model_dir), str(image), "--out", str(small_fs / "overlays")]) == 2
+    line = one_line(capsys)  # PIL's save meets the full disk: the overlay file is named
+    assert "no space left on the device" in line and str(small_fs / "overlays") in line and ".png" in line, line
+
+
 def test_out_that_is_a_file_or_read_only(root, tmp_path, model_dir, monkeypatch, capsys):
     f = tmp_path / "file"
     f.write_text("x")
@@ -138,6 +182,8 @@ def test_device_cuda_without_a_gpu(root, tmp_path, model_dir, capsys):
     (["evaluate", "--model", "m", "--data", "d", "--category", "c", "--batch-size", "-1"], "--batch-size"),
     (["search", "--data", "d", "--out", "o", "--space", "s.py", "--trials", "0"], "--trials"),
     (["train", "--data", "d", "--category", "c", "--out", "o", "--iterations", "-3"], "--iterations"),
+    (["train", "--data", "d", "--category", "c", "--out", "o", "--iterations", "0"], "700 epochs"),
+    (["reproduce", "--data", "d", "--out", "o", "--iterations", "-1"], "0: the paper's 700 epochs"),
 ])
 def test_flag_values_that_cannot_work_are_refused(argv, flag, capsys):
     with pytest.raises(SystemExit) as e:
@@ -187,3 +233,43 @@ def test_files_follow_the_umask(model_dir):
     assert mode(model_dir / "checkpoints" / "last") == 0o755
     assert mode(model_dir / "checkpoints" / "last" / "state.safetensors") == 0o644
     assert mode(model_dir / "checkpoints" / "best" / "meta.json") == 0o644
+
+
+def test_one_training_image_is_refused_before_training_or_scores_only_with_a_note(root, tmp_path, capsys):
+    one = tmp_path / "one"
+    shutil.copytree(root, one)
+    for p in sorted((one / "weave" / "train" / "good").iterdir())[1:]:
+        p.unlink()
+    assert cli.main(train_argv(one, tmp_path / "m")) == 2
+    line = one_line(capsys)
+    assert str(one / "weave" / "train" / "good") in line and "1 normal image" in line and "at least 2" in line
+    assert "data.val_fraction=0" in line and not (tmp_path / "m").exists()
+    # asked for explicitly: no validation, no threshold, and predict says so instead of a silent null
+    assert cli.main(train_argv(one, tmp_path / "m", 2, "--set", "data.val_fraction=0")) == 0
+    capsys.readouterr()
+    image = root / "weave" / "test" / "good" / "000.png"
+    assert cli.main(["predict", "--model", str(tmp_path / "m"), str(image)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["anomalous"] is None and "has no image threshold" in err
+
+
+@pytest.mark.parametrize("command,says", [("train", "train"), ("search", "search --resume"),
+                                          ("reproduce", "finished runs are kept"), ("predict", None)])
+def test_interrupt_message_names_the_command_s_own_resume(monkeypatch, capsys, command, says):
+    """Ctrl-C: each command says how to continue it (search spoke of train before); others just stop."""
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    sub = next(a for a in parser._actions if a.dest == "command")
+    sub.choices[command].set_defaults(func=interrupted)
+    argv = {"train": ["train", "--data", "d", "--category", "c", "--out", "o"],
+            "search": ["search", "--data", "d", "--out", "o"], "reproduce": ["reproduce", "--data", "d", "--out", "o"],
+            "predict": ["predict", "--model", "m", "x.png"]}[command]
+    assert cli.main(argv) == 130
+    line = one_line(capsys)
+    assert line.startswith(f"draem-zoo {command}: interrupted")
+    assert (says in line) if says else line == f"draem-zoo {command}: interrupted"
+    if command == "search":
+        assert "train" not in line

@@ -249,6 +249,29 @@ def test_each_role_decodes_only_what_it_uses(root, tmp_path, monkeypatch):
     assert seen == [("train", "val", "test"), ("train", "val"), ("train",)]
 
 
+@pytest.mark.parametrize("export,best_at_end", [("last", None), ("best", True), ("best", False)])
+def test_the_exported_weights_are_validated_once(root, tmp_path, monkeypatch, export, best_at_end):
+    """The last iteration's validation is the export's when those are the exported weights: finish() reuses
+    its maps instead of a second pass over the validation set; other weights are validated again."""
+    from draem_zoo.pipeline import workflow
+
+    passes, real = [], workflow.compute_maps
+    monkeypatch.setattr(workflow, "compute_maps", lambda m, images, *a, **k: (passes.append(len(images)),
+                                                                               real(m, images, *a, **k))[1])
+    if best_at_end is not None:  # the best checkpoint is the last validation's, or the first's
+        monkeypatch.setattr(workflow, "beats", lambda *a: best_at_end)
+    run = tiny_run(root, "train.iterations=4", "train.val_every=2", f"train.export={export}")
+    result = train_category(run, tmp_path / "m", progress=False, evaluate_test=False)
+    n_val = result["validation"]["n_images"]
+    assert passes == [n_val] * (2 if best_at_end is not False else 3)
+    if best_at_end is not None:
+        assert result["selection"]["best_iteration"] == (4 if best_at_end else 2)
+    again = workflow.validate_final(draem_zoo.load(str(tmp_path / "m")), run, workflow.reference_validation_set(
+        run, workflow.load_category(run.data, 32, splits=("train", "val")), workflow.load_textures(run.synthesis, 32,
+                                                                                                  "cpu")))[0]
+    assert again["val_score"] == pytest.approx(result["validation"]["val_score"], abs=1e-6)
+
+
 def test_trials_differing_in_simulator_settings_are_validated_on_one_set(root, tmp_path):
     """The validation set follows the paper's simulator settings, not the run's: same fingerprint."""
     cfgs = []

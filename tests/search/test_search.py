@@ -184,6 +184,35 @@ def test_search_front_retrains_front_members_beside_the_best(cluster, data, tmp_
     assert "## Accuracy-speed front (--front)" in md and all(m["name"] in md for m in summary["front"])
 
 
+def test_resume_with_more_trials_runs_them_over_the_same_study(cluster, data, tmp_path, capsys):
+    """Issue 26: a search resumed with a larger --trials ran no new trial, and a new --budget relabelled its
+    tables. Now the budget is refused before anything is rewritten, and the extra trial runs in a second Tune
+    experiment that asks the same Optuna study; the tables hold every trial, at the budget it ran at."""
+    from draem_zoo.search.study import load_category_study
+
+    out = tmp_path / "more"
+    run_search(opts(data, out, categories="weave", trials=2, budget=8, final_budget=4, max_concurrent=2))
+    first = {p.stem for p in (out / "weave" / "trials").glob("*.json")}
+    plan = (out / "plan.json").read_text()
+    with pytest.raises(DraemZooError, match="^--budget 16: this search started with --budget 8; resume with the same"):
+        run_search(opts(data, out, categories="weave", trials=3, budget=16, final_budget=4, resume=True))
+    assert (out / "plan.json").read_text() == plan
+    capsys.readouterr()
+    run_search(opts(data, out, categories="weave", trials=3, budget=8, final_budget=4, max_concurrent=2, resume=True))
+    assert "--trials 3: this search had 2 trials per category; the 1 more run after them" in capsys.readouterr().err
+    trials = [json.loads(p.read_text()) for p in (out / "weave" / "trials").glob("*.json")]
+    assert len(trials) == 3 and first < {t["trial_id"] for t in trials}
+    assert all(t["status"] == "TERMINATED" and t["budget"] == 8 and t["iteration"] <= 8 for t in trials)
+    meta = json.loads((out / "search.json").read_text())
+    assert meta["trials"] == 3 and meta["trial_segments"] == [2, 1]
+    assert (out / "ray" / f"{meta['search_id']}-weave-more1").is_dir()
+    assert json.loads((out / "status.json").read_text())["trials_per_category"] == 3
+    study = load_category_study(str(out / "ray"), f"{meta['search_id']}-weave")  # one study: TPE saw all three
+    assert sorted(t.user_attrs["tune_trial_id"] for t in study.trials) == sorted(t["trial_id"] for t in trials)
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    assert len((out / "leaderboard.csv").read_text().splitlines()) == 2
+
+
 TINY_MODEL = ["model.variant=paper-tiny", "model.rec_width=4", "model.disc_width=4", "train.batch_size=4",
               "synthesis.procedural_textures=8", "eval.filter_sizes=1,5"]
 
