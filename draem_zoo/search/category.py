@@ -270,8 +270,8 @@ class CategorySearch:
             cols = [c for c in ("iteration", "loss", "l2", "ssim", "focal", "val_score", "val_filter_size",
                                 "val_saturation", "val_tie", "best_val_score", "it_per_s", "resumed")
                     if c in df.columns]
-            curve = [{k: (None if v != v else v) for k, v in row.items()}  # NaN -> None
-                     for row in df[cols].to_dict("records")]
+            curve = _rolled_back([{k: (None if v != v else v) for k, v in row.items()}  # NaN -> None
+                                  for row in df[cols].to_dict("records")])
         params = dict(result.config or {})
         best_scores = [c["best_val_score"] for c in curve if c.get("best_val_score") is not None]
         return {
@@ -345,3 +345,16 @@ class CategorySearch:
         states = [t.state.name for t in study.trials]
         return {"trials": len(states), "complete": states.count("COMPLETE"), "running": states.count("RUNNING"),
                 "pruned": states.count("PRUNED"), "fail": states.count("FAIL"), "study_name": study.study_name}
+
+
+def _rolled_back(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The curve of the run that counts. A trial restored from a checkpoint reports again from the
+    checkpoint's iteration on; what its earlier run reported past that point (after the checkpoint Tune
+    restored, e.g. from an actor orphaned by a killed driver) was rolled back, and is dropped."""
+    kept: list[dict[str, Any]] = []
+    for point in curve:
+        it = point.get("iteration")
+        while it is not None and kept and kept[-1].get("iteration") is not None and kept[-1]["iteration"] >= it:
+            kept.pop()
+        kept.append(point)
+    return kept

@@ -452,7 +452,9 @@ def test_search_resume_after_driver_sigkill(data, tmp_path):
     ckpt = {tid: max(it, _durable_checkpoint(out, st["search_id"], tid)) for tid, it in ckpt.items()}
     proc.wait()
     time.sleep(3)
-    durable = _settled_statuses(out)  # what Tune had persisted when its actor died with the driver
+    # what Tune had persisted by now; the actor may still go on for a while (until Ray notices the driver's
+    # death, seconds to minutes on a loaded machine), finishing or checkpointing trials after this read
+    durable = _settled_statuses(out)
     record = json.loads((out / ".ray-processes.json").read_text())
     left = [p["pid"] for p in record["processes"] if _started(p["pid"]) == p["started"]]
     assert (out / ".draem-zoo.lock").is_file() and json.loads((out / ".draem-zoo.lock").read_text())["pid"] == proc.pid
@@ -482,8 +484,13 @@ def test_search_resume_after_driver_sigkill(data, tmp_path):
         t = trials[tid]
         its = [c["iteration"] for c in t["curve"]]
         after = [c["iteration"] for c in t["curve"] if c.get("resumed")]  # the reports after the restore
-        assert t["resumed"] and ckpt[tid] > 0 and its == sorted(set(its)), (tid, ckpt[tid], t)
-        assert after and min(after) > ckpt[tid], (tid, ckpt[tid], t)
+        assert its == sorted(set(its)) and its[-1] == t["iteration"], (tid, ckpt[tid], t)
+        if not t["resumed"]:
+            # the orphaned actor finished it (or ASHA stopped it) after the read above, and Tune persisted that:
+            # kept as it was, never retrained
+            assert t["iteration"] == 300 or t["stopped_early"], (tid, ckpt[tid], t)
+            continue
+        assert ckpt[tid] > 0 and after and min(after) > ckpt[tid], (tid, ckpt[tid], t)
     exp = next((out / "ray").glob("*-weave"))
     trial_dirs = list(exp.glob("trial_*"))
     assert len(trial_dirs) == 4
