@@ -9,7 +9,7 @@ blending) at 256x256 from uint8 images already in memory: milliseconds per batch
 time, and the process's CPU time, which a shared machine disturbs least) and samples/s,
 on the CPU for each batch size, mode (dense: fixed-capacity sub-batches, the accelerator
 default; sparse: exact sub-batches, the CPU default) and thread count and, when a GPU is
-present, on the GPU (dense eager and compiled, and sparse) together with the time of a
+present, on the GPU (dense and sparse) together with the time of a
 paper-size training step, so that the synthesis share of a step can be read off. Reports
 the median and the best of several rounds (shared machines vary by tens of percent
 between rounds).
@@ -125,9 +125,8 @@ def gpu(args, sim, cfg) -> None:
         step = measure({"step": lambda b=step_batch: train_step(model, b, opt, LossConfig(), torch.bfloat16)},
                        args.seconds, args.rounds, torch.cuda.synchronize)[0]["step"]
         step_s = statistics.median(step)
-        for mode, compiled in (("dense", False), ("dense, compiled", True), ("sparse", False)):
-            synth = sim.AnomalySynthesizer(cfg, gbank, sim.make_generator(0), dense=mode != "sparse",
-                                           compile=compiled)
+        for mode in ("dense", "sparse"):
+            synth = sim.AnomalySynthesizer(cfg, gbank, sim.make_generator(0), dense=mode == "dense")
             wall, cpu = measure({mode: lambda synth=synth, x=gimg: synth(x)}, args.seconds, args.rounds,
                                 torch.cuda.synchronize)
             times = wall[mode]

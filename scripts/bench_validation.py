@@ -9,8 +9,9 @@ model-like anomaly maps for it (the true masks, blurred, plus noise, through a s
 * ``baseline_metrics_s`` (with ``--baseline-tree``, e.g. a ``git worktree`` of an older commit): that
   tree's ``validation_metrics`` on the same maps, run in a subprocess (the old code copied maps to
   the CPU and ran scikit-learn's curves there);
-* ``inference_s_per_image``: ``DraemModel.predict`` of ``--variant`` at ``--size`` px on ``--device``
-  (``--infer-images`` images, batch 8), and ``train_s_per_iteration`` (batch 8, forward and backward),
+* ``inference_s_per_image``: validation's own inference (``compute_maps``, batch 16, bf16 and
+  channels-last on a GPU, warmed up at that shape, synchronised) of ``--variant`` at ``--size`` px on
+  ``--device`` (``--infer-images`` images), and ``train_s_per_iteration`` (batch 8, forward and backward),
   so that the share of training time spent validating at a budget can be worked out:
   ``--category-train N`` (train/good images of the category) gives it for the paper budget
   (700 epochs, 5 validations, ``validation_per_normal`` anomalies per normal and family).
@@ -97,34 +98,45 @@ print(json.dumps({{"seconds": best, "val_score": m["val_score"]}}))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def time_model(variant: str, size: int, device: str, n_images: int) -> dict:
+def time_model(variant: str, size: int, device: str, n_images: int, batch: int = 16) -> dict:
+    """Inference as validation runs it (``compute_maps`` at ``batch``, channels-last and bf16 on a GPU),
+    warmed up at that batch shape (cuDNN's autotuner times kernels at every new shape) and synchronised;
+    and one training iteration (batch 8)."""
+    from draem_zoo.evaluation.evaluate import compute_maps
     from draem_zoo.model.draem import build_model
 
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(0)
     model = build_model(variant, image_size=size).to(device)
-    x = torch.rand(8, 3, size, size, device=device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    autocast = torch.bfloat16 if cuda else None
+    images = (torch.rand(max(n_images, batch), 3, size, size) * 255).to(torch.uint8)
     model.eval()
-    with torch.no_grad():
-        model.predict(x[:2], filter_size=1)
-        t0 = time.perf_counter()
-        done = 0
-        while done < n_images:
-            model.predict(x, filter_size=1)
-            done += len(x)
-        infer = (time.perf_counter() - t0) / done
+    compute_maps(model, images[:batch], batch, on_device=True, autocast=autocast)  # the batch shape, once
+    sync()
+    t0 = time.perf_counter()
+    compute_maps(model, images, batch, on_device=True, autocast=autocast)
+    sync()
+    infer = (time.perf_counter() - t0) / len(images)
     model.train()
+    x = torch.rand(8, 3, size, size, device=device)
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        rec, seg = model(x)
-        loss = (rec - x).pow(2).mean() + seg.float().mean()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cuda):
+            rec, seg = model(x)
+        loss = (rec.float() - x).pow(2).mean() + seg.float().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sync()
         times.append(time.perf_counter() - t0)
-    return {"inference_s_per_image": round(infer, 4), "train_s_per_iteration": round(min(times[1:]), 3),
-            "params": model.num_parameters()}
+    return {"inference_s_per_image": round(infer, 5), "inference_images_per_s": round(1 / infer, 1),
+            "inference_batch": batch, "precision": "bf16" if cuda else "fp32",
+            "train_s_per_iteration": round(min(times[1:]), 3), "params": model.num_parameters()}
 
 
 def main() -> None:
@@ -135,7 +147,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--baseline-tree", default=None, help="another checkout (e.g. a git worktree of an older commit)")
     ap.add_argument("--variant", default="paper")
-    ap.add_argument("--infer-images", type=int, default=16)
+    ap.add_argument("--infer-images", type=int, default=64)
     ap.add_argument("--category-train", type=int, default=None, help="train/good images (bottle: 209)")
     ap.add_argument("--per-normal", type=int, default=3, help="eval.validation_per_normal for the budget share")
     args = ap.parse_args()

@@ -1,4 +1,4 @@
-"""The device check runs its code paths on a CPU at tiny sizes (the real run needs an accelerator)."""
+"""The device check runs every path on a CPU at tiny sizes (the real run needs an accelerator)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,75 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_check_smoke_runs_every_check_on_a_cpu():
-    res = subprocess.run([sys.executable, "scripts/gpu_check.py", "--smoke"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=600)
+def test_gpu_check_smoke_runs_every_check_on_a_cpu(tmp_path):
+    out = tmp_path / "gpu_check.jsonl"
+    res = subprocess.run([sys.executable, "scripts/gpu_check.py", "--smoke", "--out", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-2000:] + res.stdout[-2000:]
     rows = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    assert [json.loads(x) for x in out.read_text().splitlines()] == rows  # written as measured, line by line
     checks = [r["check"] for r in rows]
-    assert checks[0] == "device" and checks[-1] == "summary" and "validation" in checks
-    train = [r for r in rows if r["check"] == "train" and "images_per_s" in r]
-    assert {(r["batch"], r["synthesis"]) for r in train} == {(b, m) for b in (2, 4) for m in
-                                                              ("dense", "sparse", "workers (2 processes)")}
+    assert checks[0] == "device" and checks[-1] == "summary"
+    assert checks.index("profile") < checks.index("inference") < checks.index("cli_train")
+    train = [r for r in rows if r["check"] == "train"]
+    # eager workers first, then compiled workers, then the on-device synthesis modes
+    assert [(r["batch"], r["mode"], r["synthesis"].split(" ")[0]) for r in train] == [
+        (2, "eager", "workers"), (4, "eager", "workers"), (2, "compiled", "workers"), (4, "compiled", "workers"),
+        (2, "eager", "dense"), (4, "eager", "dense"), (2, "eager", "sparse"), (4, "eager", "sparse")]
     for r in train:
-        assert r["images_per_s"] > 0 and 0 < r["iteration_vs_step"] <= 1.5 and 0 <= r["synthesis_share"] < 1
-    val = next(r for r in rows if r["check"] == "validation")
-    assert val["images"] == 14 and val["metrics_seconds"] > 0
-    assert rows[-1]["failed"] == 0 and rows[-1]["done"] >= 7
+        assert r["images_per_s"] > 0 and r["timed_iterations"] >= 20 and 0 <= r["synthesis_share"] < 1
+        assert (r["compile_seconds"] is not None) == (r["mode"] == "compiled")
+        assert r["mode"] == "eager" or (r["compile_seconds"] > 0 and r["graphs"] >= 1 and r["backend"] == "aot_eager")
+    profile = next(r for r in rows if r["check"] == "profile")
+    assert 1 <= len(profile["top"]) <= 10 and all(0 < t["share"] <= 1 for t in profile["top"])
+    inference = next(r for r in rows if r["check"] == "inference")
+    assert inference["validation_images_per_s"] > 0 and inference["test_images_per_s"] > 0
+    assert inference["validation_images"] == 14 and inference["validation_metrics_seconds"] > 0
+    cli = next(r for r in rows if r["check"] == "cli_train")
+    assert cli["iterations"] == 20 and cli["images_per_s"] > 0 and cli["validation_seconds"] > 0
+    assert cli["checkpoint_seconds"] >= 0 and cli["first_step_seconds"] > 0 and cli["test_inference_images_per_s"] > 0
+    assert rows[-1]["failed"] == 0 and rows[-1]["done"] >= 11
+
+
+TTQ_SETS = ["model.rec_width=4", "model.disc_width=4", "model.image_size=32", "train.batch_size=4",
+            "eval.filter_sizes=1,5", "synthesis.procedural_textures=8"]
+
+
+def test_time_to_quality_runs_end_to_end_and_resumes(tmp_path):
+    from draem_zoo.data.demo import make_demo_dataset
+
+    root = make_demo_dataset(tmp_path / "data", categories=("weave",), size=32, n_train=10, n_test_good=3,
+                             n_test_defect=2)
+    out = tmp_path / "ttq"
+    cmd = [sys.executable, "scripts/time_to_quality.py", "--data", str(root), "--category", "weave", "--out", str(out),
+           "--recipe", "paper:", "--recipe", "ema:train.ema_decay=0.9",
+           "--recipe", "b8:train.batch_size=8,train.lr_schedule=cosine,train.warmup=0.1",
+           "--seeds", "0,1", "--samples", "64", "--points", "3", *[a for s in TTQ_SETS for a in ("--set", s)]]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    for name in ("time_to_quality.csv", "time_to_quality.md", "time_to_quality.png"):
+        assert (out / name).stat().st_size > 0, name
+    lines = (out / "time_to_quality.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    assert len(rows) == 3 * 2 * 3  # recipes x seeds x points
+    # equal samples at every point, whatever the batch: 16, 32, 64 (batch 4: 4, 8, 16 iterations; batch 8: 2, 4, 8)
+    for recipe, iterations in (("paper", ["4", "8", "16"]), ("b8", ["2", "4", "8"])):
+        mine = [r for r in rows if r["recipe"] == recipe and r["seed"] == "0"]
+        assert [r["iteration"] for r in mine] == iterations and [r["samples"] for r in mine] == ["16", "32", "64"]
+    for r in rows:
+        assert 0 <= float(r["val_score"]) <= 1 and 0 <= float(r["test_image_auroc"]) <= 1
+        assert 0 <= float(r["test_pixel_ap"]) <= 1 and 0 <= float(r["test_aupro"]) <= 1 and float(r["seconds"]) > 0
+    ref = summary["recipes"]["paper"]
+    assert ref["seeds"] == 2 and ref["samples"] == 64 and ref["final_se"] >= 0
+    md = (out / "time_to_quality.md").read_text()
+    assert "| ema | train.ema_decay=0.9 |" in md and "samples to 95%" in md
+    # resumable: a finished run is read back, not trained again; a run cut after its first checkpoint continues
+    cut = out / "runs" / "ema-s1"
+    (cut / "config.json").unlink()
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "ema seed 1: continuing" in res.stderr and "paper seed 0" not in res.stderr
+    # its curve came back from its checkpoint: the same table
+    assert (out / "time_to_quality.csv").read_text().splitlines() == lines

@@ -83,19 +83,25 @@ def compute_maps(model: DraemModel, images: torch.Tensor, batch_size: int = 16,
                  autocast: torch.dtype | None = None) -> torch.Tensor:
     """(N, 1, S, S) float32 anomaly maps for (N, 3, S, S) uint8 RGB images: on the CPU, or
     (``on_device``) where the model is, for validation to score them there; ``autocast`` runs the
-    networks in that dtype (the training's bf16 on GPUs)."""
+    networks in that dtype (the training's bf16 on GPUs; None: the model's own ``score.precision``).
+    On a GPU the last, shorter chunk is padded to the batch shape (repeats of its last image; the
+    model in eval mode treats images independently), so cuDNN's autotuner meets one shape only."""
     device = next(model.parameters()).device
+    pad = device.type == "cuda" and len(images) > batch_size
     out: torch.Tensor | None = None  # filled in place: no list of chunks beside a concatenated copy
     for start in range(0, len(images), batch_size):
         chunk = images[start: start + batch_size].to(device, non_blocking=True).float().div_(255.0)
+        n = len(chunk)
+        if pad and n < batch_size:
+            chunk = torch.cat([chunk, chunk[-1:].expand(batch_size - n, *chunk.shape[1:])])
         with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-            amap = model.predict(chunk, filter_size=1).anomaly_map
+            amap = model.predict(chunk, filter_size=1).anomaly_map[:n]
         if out is None:
             out = torch.empty((len(images), *amap.shape[1:]), dtype=torch.float32,
                               device=device if on_device else "cpu")
-        out[start: start + len(chunk)].copy_(amap)
+        out[start: start + n].copy_(amap)
         if progress:
-            progress(len(chunk))
+            progress(n)
     if out is None:
         s = model.config.image_size
         return torch.zeros(0, 1, s, s, device=device if on_device else "cpu")

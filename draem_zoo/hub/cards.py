@@ -83,6 +83,27 @@ def front_info(results: Path, category: str) -> tuple[list[dict[str, Any]], str 
     return members, summary.get("exported_trial") or (summary.get("best_trial") or {}).get("trial_id")
 
 
+def recipe_text(train: dict[str, Any]) -> str:
+    """The training recipe as the card says it: optimiser, learning-rate schedule, warm-up, weight average
+    (older configs, from before these keys, were all trained with the paper's)."""
+    lr, schedule = train.get("lr", 1e-4), train.get("lr_schedule", "multistep")
+    warmup, ema = train.get("warmup", 0.0) or 0.0, train.get("ema_decay", 0.0) or 0.0
+    if schedule == "onecycle":
+        text = (f"Adam, one-cycle learning rate: {lr / 25:.3g} up to {lr:.3g} over the first {warmup or 0.3:g} of the "
+                f"budget, then down to {lr / 25 / 1e4:.3g} (cosine)")
+    else:
+        text = f"Adam, lr {lr:.3g}, " + (
+            "cosine annealing to 0" if schedule == "cosine" else
+            f"×{train.get('lr_gamma', 0.2)} at {' and '.join(str(m) for m in train.get('lr_milestones', (0.8, 0.9)))} "
+            "of the budget")
+        if warmup:
+            text += f", after a linear warm-up over {warmup:g} of the budget"
+    if ema:
+        text += f"; exponential moving average of the weights (decay {ema:g}): the average was validated and exported"
+    paper = schedule == "multistep" and not warmup and not ema and lr == 1e-4
+    return text + (" (the paper's recipe)" if paper else "")
+
+
 def budget_text(budget) -> str:
     """A search's trial budget as the card says it ("700 epochs", "40 iterations"; older searches
     recorded a bare number of iterations)."""
@@ -140,7 +161,8 @@ def render_card(model_dir: str | Path, repo_id: str, dataset: dict[str, Any],
         anomaly_source=("DTD-style texture folder" if source.startswith("folder:") else "procedural textures")
         + f" (`{source.split('/')[-1]}`)", anomaly_source_short="DTD textures" if "dtd" in source.lower()
         else ("a texture folder" if source.startswith("folder:") else "procedural textures, not DTD"),
-        search=search, all_metrics=all_metrics, selection_text=selection_text, speed=test.get("inference_images_per_s", "n/a"),
+        recipe=recipe_text(run.get("train") or {}), search=search, all_metrics=all_metrics,
+        selection_text=selection_text, speed=test.get("inference_images_per_s", "n/a"),
         license_note=dataset["note"], weights_sha256=cfg.get("weights_sha256"), is_mvtec=dataset.get("is_mvtec"),
         onnx=onnx)
     text = str(card)

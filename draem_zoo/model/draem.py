@@ -26,6 +26,7 @@ filter, so evaluation, scoring and ONNX export treat all modes alike.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -151,8 +152,10 @@ class DraemModel(nn.Module):
             x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
         was_training = self.training
         self.eval()
+        amp = self.score_config.precision == "bf16" and param.device.type == "cuda"
         try:
-            rec, amap = self.anomaly_maps(self.to_model_order(x))
+            with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+                rec, amap = self.anomaly_maps(self.to_model_order(x))
         finally:
             self.train(was_training)
         score = image_scores(amap, size)

@@ -3,7 +3,7 @@
 Both follow the original code exactly by default:
 
 * SSIM: Gaussian window (size 11, sigma 1.5) applied per channel with zero padding of
-  size//2; the value range L is detected from the first image as the original does
+  size//2 (the window cached on the device; separable on GPUs); the value range L is detected from the first image as the original does
   (max > 128 -> 255 else 1, minus min < -0.5 -> -1 else 0), without a host sync; the
   loss is 1 - mean(SSIM map). The window shrinks to min(size, H, W) for tiny images.
 * Focal loss on softmax probabilities with the original's label smoothing: the one-hot
@@ -63,16 +63,48 @@ class LossConfig:
             raise ConfigError("loss.ssim_window must be >= 1 and loss.ssim_sigma > 0")
 
 
-def gaussian_window(size: int, sigma: float, channels: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(channels, 1, size, size) normalised Gaussian window for a grouped conv."""
+def gaussian_1d(size: int, sigma: float) -> torch.Tensor:
+    """(size,) normalised Gaussian taps: the original 2-D window is their outer product."""
     g = torch.tensor([math.exp(-((x - size // 2) ** 2) / (2.0 * sigma**2)) for x in range(size)])
-    g = (g / g.sum()).unsqueeze(1)
+    return g / g.sum()
+
+
+def gaussian_window(size: int, sigma: float, channels: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(channels, 1, size, size) normalised Gaussian window for a grouped conv (the original's)."""
+    g = gaussian_1d(size, sigma).unsqueeze(1)
     w2 = (g @ g.t()).to(dtype=dtype, device=device)
     return w2.expand(channels, 1, size, size).contiguous()
 
 
+# (size, sigma, channels, device, dtype) -> the window's conv weights, made once per device: building it on the
+# host in every step cost a host-to-device copy (and a stream sync) per step on a GPU
+_WINDOWS: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
+def ssim_window(size: int, sigma: float, channels: int, device: torch.device, dtype: torch.dtype
+                ) -> tuple[torch.Tensor, ...]:
+    """The Gaussian window's grouped-conv weights for ``channels`` channels, cached per device and dtype.
+
+    On a GPU it is separable, a (C, 1, 1, size) row and a (C, 1, size, 1) column: two passes of ``size``
+    taps (22 for 11 x 11) instead of one of ``size**2`` (121); with zero padding the same sums in another
+    order (float rounding). On a CPU the one 2-D pass is kept: oneDNN's 1 x k depthwise convolutions
+    measured slower there (8 x 3 x 256 x 256, the five moments stacked: 0.22 s separable, 0.16 s 2-D)."""
+    key = (size, float(sigma), channels, str(device), dtype)
+    found = _WINDOWS.get(key)
+    if found is None:
+        if torch.device(device).type == "cuda":
+            row = gaussian_1d(size, sigma).to(dtype=dtype, device=device).view(1, 1, 1, size)
+            row = row.expand(channels, 1, 1, size).contiguous()
+            found = (row, row.view(channels, 1, size, 1))
+        else:
+            found = (gaussian_window(size, sigma, channels, device, dtype),)
+        _WINDOWS[key] = found
+    return found
+
+
 def ssim(img1: torch.Tensor, img2: torch.Tensor, window_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Mean SSIM of two (B, C, H, W) batches, computed as the original ``ssim``."""
+    """Mean SSIM of two (B, C, H, W) batches, computed as the original ``ssim``: the five windowed
+    moments in one grouped convolution over their channel-stack (one launch instead of five)."""
     img1 = img1.float()
     img2 = img2.float()
     max_val = torch.where(img1.max() > 128, 255.0, 1.0)
@@ -81,22 +113,30 @@ def ssim(img1: torch.Tensor, img2: torch.Tensor, window_size: int = 11, sigma: f
     _, channels, h, w = img1.shape
     pad = window_size // 2
     real = min(window_size, h, w)
-    window = gaussian_window(real, sigma, channels, img1.device, img1.dtype)
-
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, window, padding=pad, groups=channels)
-
-    return ssim_from_blur(img1, img2, blur, value_range).mean()
+    window = ssim_window(real, sigma, 5 * channels, img1.device, img1.dtype)
+    stack = torch.cat([img1, img2, img1 * img1, img2 * img2, img1 * img2], 1)
+    if len(window) == 2:  # separable (GPU)
+        blurred = F.conv2d(F.conv2d(stack, window[0], padding=(0, pad), groups=5 * channels), window[1],
+                           padding=(pad, 0), groups=5 * channels)
+    else:
+        blurred = F.conv2d(stack, window[0], padding=pad, groups=5 * channels)
+    return ssim_of_moments(*blurred.chunk(5, 1), value_range).mean()
 
 
 def ssim_from_blur(img1: torch.Tensor, img2: torch.Tensor, blur: Callable[[torch.Tensor], torch.Tensor],
                    value_range: torch.Tensor | float) -> torch.Tensor:
     """The per-pixel SSIM map of two batches, given the windowed mean ``blur`` (the original's formula)."""
-    mu1, mu2 = blur(img1), blur(img2)
+    return ssim_of_moments(blur(img1), blur(img2), blur(img1 * img1), blur(img2 * img2), blur(img1 * img2),
+                           value_range)
+
+
+def ssim_of_moments(mu1: torch.Tensor, mu2: torch.Tensor, e11: torch.Tensor, e22: torch.Tensor, e12: torch.Tensor,
+                    value_range: torch.Tensor | float) -> torch.Tensor:
+    """The SSIM map from the windowed means of x, y, x*x, y*y and x*y (the original's formula)."""
     mu1_sq, mu2_sq, mu1_mu2 = mu1 * mu1, mu2 * mu2, mu1 * mu2
-    sigma1_sq = blur(img1 * img1) - mu1_sq
-    sigma2_sq = blur(img2 * img2) - mu2_sq
-    sigma12 = blur(img1 * img2) - mu1_mu2
+    sigma1_sq = e11 - mu1_sq
+    sigma2_sq = e22 - mu2_sq
+    sigma12 = e12 - mu1_mu2
     c1 = (0.01 * value_range) ** 2
     c2 = (0.03 * value_range) ** 2
     v1 = 2.0 * sigma12 + c2

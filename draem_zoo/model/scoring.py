@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +30,15 @@ class ScoreConfig:
     filter_size: mean-filter size s_f for the image score (odd; 1 = no filter).
     image_threshold / pixel_threshold: decision thresholds chosen on validation data
     (None until a training run has set them).
+    precision: the precision the networks ran at when the thresholds were chosen ("bf16": the training's
+    autocast on a GPU); ``predict`` runs them at it on a GPU, so the thresholds fit the maps (on a CPU
+    it runs fp32).
     """
 
     filter_size: int = 21
     image_threshold: float | None = None
     pixel_threshold: float | None = None
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def validate(self) -> None:
         check_filter_size(self.filter_size, "score.filter_size")

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ..compiling import Compiled
 from ..config import to_dict, validate_all
 from ..data.mvtec import load_category
 from ..errors import DraemZooError
@@ -77,11 +78,12 @@ def _check_resume(out: Path, run: RunConfig, resume: bool) -> None:
 def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
                    callbacks: list[Callable[[dict], None]] | None = None,
                    dist: Distributed | None = None, evaluate_test: bool = True,
-                   analyze_test: bool = False) -> dict[str, Any]:
+                   analyze_test: bool | str = False) -> dict[str, Any]:
     """Train one model on one category and write its model directory to ``out_dir``.
 
     ``analyze_test`` (``draem-zoo reproduce``'s analysis of selection; never a search's) also scores the
-    test split's image AUROC at every s_f at each validation, into the history's ``analysis``:
+    test split's image AUROC at every s_f at each validation, into the history's ``analysis``
+    (``"full"``: pixel AP, AUPRO too, at the s_f validation chose: ``scripts/time_to_quality.py``);
     selection never reads it."""
     validate_all(run)
     dist = dist or Distributed()
@@ -98,7 +100,7 @@ def train_category(run: RunConfig, out_dir: str | Path, resume: bool = False, pr
 
 def _train(run: RunConfig, out: Path, device: torch.device, resume: bool, progress: bool,
            callbacks: list[Callable[[dict], None]] | None, dist: Distributed, evaluate_test: bool,
-           analyze_test: bool) -> dict[str, Any]:
+           analyze_test: bool | str) -> dict[str, Any]:
     size = run.model.image_size
     # every file is checked first; each split is decoded once per node (the cache), and only what this
     # process uses: DDP ranks other than 0 train and never validate or test
@@ -137,11 +139,11 @@ def _train(run: RunConfig, out: Path, device: torch.device, resume: bool, progre
             last_validation.update(iteration=trainer.iteration, maps=maps, result=dict(result),
                                    seconds=time.perf_counter() - t0)
         if analyze_test and len(data.test):
-            result["analysis"] = test_analysis(m, run, data, autocast)
+            result["analysis"] = test_analysis(m, run, data, autocast,
+                                               result.get("val_filter_size") if analyze_test == "full" else None)
         return result
 
-    synth = AnomalySynthesizer(run.synthesis, textures, make_generator(run.train.seed, dist.rank),
-                               compile=run.train.compile)  # compiles only the dense (GPU) path
+    synth = AnomalySynthesizer(run.synthesis, textures, make_generator(run.train.seed, dist.rank))
     trainer = Trainer(model, data.train, synth, run.train, run.loss, out, validate=validate if dist.is_main else None,
                       callbacks=callbacks, forward=forward if forward is not model else None, rank=dist.rank,
                       world_size=dist.world_size, is_main=dist.is_main, progress=progress, lr_scale=dist.lr_scale,
@@ -171,14 +173,15 @@ def finish(model: DraemModel, run: RunConfig, data, vset, fit: dict, out: Path, 
     filter_size = val["val_filter_size"] if val else ScoreConfig().filter_size
     test = None
     if evaluate_test and len(data.test) > 0:
-        test_maps, infer_s = test_maps_of(model, run, data, progress)
+        test_maps, infer_s = test_maps_of(model, run, data, progress, trainer.autocast)
         if run.eval.select_on == "test":
             filter_size = filter_size_on_test(test_maps, data, run, filter_size)
         test = score_test(test_maps, data, run, filter_size, infer_s)
     thresholds = compute_thresholds(val_maps, vset, filter_size, run.eval.target_fpr) if len(vset) else None
     model.score_config = ScoreConfig(filter_size=filter_size,
                                      image_threshold=thresholds["image_threshold"] if thresholds else None,
-                                     pixel_threshold=thresholds["pixel_threshold"] if thresholds else None)
+                                     pixel_threshold=thresholds["pixel_threshold"] if thresholds else None,
+                                     precision="bf16" if trainer.autocast else "fp32")
     selection = selection_record(run, vset, val, filter_size, exported, fit)
     extra = {
         "run": run.to_dict(),
@@ -261,24 +264,43 @@ def validate_final(model: DraemModel, run: RunConfig, vset, autocast: torch.dtyp
     return val, maps
 
 
-def test_analysis(model: DraemModel, run: RunConfig, data, autocast: torch.dtype | None) -> dict[str, Any]:
-    """The test image AUROC at every s_f of the model now (for the analysis of selection only)."""
-    maps = compute_maps(model, data.test, run.eval.batch_size, on_device=True, autocast=autocast)
+def test_analysis(model: DraemModel, run: RunConfig, data, autocast: torch.dtype | None,
+                  filter_size: int | None = None) -> dict[str, Any]:
+    """The test image AUROC at every s_f of the model now (for the analysis of selection only); with
+    ``filter_size`` (``analyze_test="full"``: the s_f validation chose) also the headline test metrics at it:
+    image AUROC, pixel AUROC, pixel AP, AUPRO."""
+    maps = compute_maps(model, data.test, run.eval.batch_size, on_device=True, autocast=autocast).float().cpu()
     sizes = run.eval.filter_sizes
-    by = score_maps(maps.float().cpu(), data.test_labels, None, sizes, sizes[0], pixel=False)["by_filter_size"]
-    return {"test_image_auroc_by_filter_size": {s: m["image_auroc"] for s, m in by.items()}}
+    full = filter_size is not None
+    scored = score_maps(maps, data.test_labels, data.test_masks if full else None, sizes,
+                        filter_size if full else sizes[0], aupro_limit=run.eval.aupro_fpr_limit, pixel=full)
+    out = {"test_image_auroc_by_filter_size": {s: m["image_auroc"] for s, m in scored["by_filter_size"].items()}}
+    if full:
+        out.update({f"test_{k}": scored.get(k) for k in ("image_auroc", "pixel_auroc", "pixel_ap", "aupro")})
+    return out
 
 
-def test_maps_of(model: DraemModel, run: RunConfig, data, progress: bool) -> tuple[torch.Tensor, float]:
-    """Anomaly maps of the test split and the seconds they took."""
-    t0 = time.perf_counter()
+def test_maps_of(model: DraemModel, run: RunConfig, data, progress: bool,
+                 autocast: torch.dtype | None = None) -> tuple[torch.Tensor, float]:
+    """Anomaly maps of the test split (at the precision validation ran at: its thresholds are for those
+    maps) and the seconds they took, warm: the batch shape is run once before the clock starts (cuDNN's
+    autotuner times its kernels at a new shape), and the maps stay on the device until all are made."""
+    device = next(model.parameters()).device
+    if device.type == "cuda" and len(data.test):
+        compute_maps(model, data.test[: run.eval.batch_size], run.eval.batch_size, autocast=autocast, on_device=True)
+        torch.cuda.synchronize(device)
     bar = tqdm(total=len(data.test), desc="evaluating (test)", unit="img", leave=False) if progress else None
+    t0 = time.perf_counter()
     try:
-        maps = compute_maps(model, data.test, run.eval.batch_size, bar.update if bar else None)
+        maps = compute_maps(model, data.test, run.eval.batch_size, bar.update if bar else None, on_device=True,
+                            autocast=autocast)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
     finally:
         if bar:
             bar.close()
-    return maps, time.perf_counter() - t0
+    return maps.cpu(), seconds
 
 
 def filter_size_on_test(test_maps: torch.Tensor, data, run: RunConfig, current: int) -> int:
@@ -326,7 +348,8 @@ def training_record(model: DraemModel, run: RunConfig, fit: dict, trainer: Train
             "epochs": round(fit["samples"] / max(1, n_train), 3), "validations": fit["validations"],
             "world_size": dist.world_size, "effective_batch_size": run.train.batch_size * dist.world_size,
             "lr_scale": trainer.lr_scale, "lr_scaling": run.train.lr_scaling,
-            "compiled": bool(run.train.compile) and getattr(trainer.step, "failed", None) is None,
+            "compiled": isinstance(trainer.step, Compiled) and trainer.step.failed is None,
+            "timing": fit.get("timing"), "precision": "bf16" if trainer.autocast else "fp32",
             "anomaly_source": source, "device": str(next(model.parameters()).device)}
 
 

@@ -1,17 +1,15 @@
-"""The array functions a synthesis batch runs, eager or each under ``torch.compile``.
+"""The array functions a synthesis batch runs, by name.
 
-Synthesis is a host-planned sequence of sub-batch operations (:mod:`.plan`), so the unit
-of compilation is one operation, not the whole batch: each function here sees only the
-few capacities of dense mode (:func:`.plan.capacity`) as batch sizes, whatever the draws. Where compiling
-cannot work, the first failure says so in one warning and every function runs eager from
-then on.
+Synthesis is a host-planned sequence of sub-batch operations (:mod:`.plan`); each function here
+is one operation. They run eager: compiling each on its own kept making new graphs for the
+sub-batch capacities (issue 27), and the step, not the synthesis, is what ``train.compile``
+compiles.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..compiling import Compiled, is_compile_error
 from . import imageops as ops
 from .perlin import masks_from_draws
 from .rectangles import rectangle_masks
@@ -35,31 +33,14 @@ FUNCTIONS = {
 
 
 class Kernels:
-    """``FUNCTIONS`` by name, as attributes: eager, or compiled (``failed`` names why not, if so)."""
+    """``FUNCTIONS`` by name, as attributes."""
 
-    def __init__(self, compile: bool = False):
-        self.failed: str | None = None
+    def __init__(self):
         for name, fn in FUNCTIONS.items():
-            setattr(self, name, self._compiled(fn) if compile else fn)
+            setattr(self, name, fn)
 
     def __getitem__(self, name: str):
         return getattr(self, name)
-
-    def _compiled(self, fn):
-        c = Compiled(fn, what="anomaly synthesis")
-
-        def call(*args):
-            if self.failed is None:
-                try:
-                    return c.compiled(*args)
-                except Exception as exc:
-                    if not is_compile_error(exc):
-                        raise
-                    c.fall_back(exc)  # the one warning; every function goes eager
-                    self.failed = c.failed
-            return c.eager(*args)
-
-        return call
 
 
 EAGER = Kernels()

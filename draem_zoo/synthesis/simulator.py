@@ -28,8 +28,10 @@ device. So every operation runs only on the samples that need it (:mod:`.plan`);
 on accelerators) runs each operation once per batch (per position, for the texture
 augmentations), on the sub-batch of the samples that drew it, padded with repeats of a
 member to one of a few fixed capacities (powers of two and multiples of B / 4): each
-operation sees only a few shapes, and ``compile=True`` compiles each for a few static
-shapes (:mod:`.kernels`). "Sparse" mode (default on CPU) uses exact sub-batches and runs
+operation sees only a few shapes. (It used to be compiled too, each operation on its own: its
+sub-batch capacities kept making new graphs for minutes of training, and with CPU synthesis
+workers it is off the step's critical path anyway; ``train.compile`` compiles the step only.)
+"Sparse" mode (default on CPU) uses exact sub-batches and runs
 each texture's augmentation chain on its own, which a CPU's cache favours
 (:mod:`.augment`). Both give the same batch for the same seed. (Dense mode used to run
 every operation on the whole batch and keep, per sample, the one it drew with
@@ -45,7 +47,7 @@ import torch
 
 from .augment import augment_rows, draw_params, plan_augment, run_augment, upload_params
 from .config import SynthesisConfig
-from .kernels import Kernels
+from .kernels import EAGER
 from .perlin import gradient_angles
 from .plan import Upload, pad_rows, put_rows, take_rows
 from .rectangles import draw_rectangles
@@ -101,7 +103,7 @@ class AnomalySynthesizer:
     is what ``make_generator(seed, rank)`` gives."""
 
     def __init__(self, cfg: SynthesisConfig, textures: TextureBank, generator: torch.Generator,
-                 dense: bool | None = None, compile: bool = False):
+                 dense: bool | None = None):
         cfg.validate()
         self.cfg = cfg
         self.textures = textures
@@ -110,9 +112,7 @@ class AnomalySynthesizer:
         self.generator = generator
         self.device = textures.images.device
         self.dense = self.device.type != "cpu" if dense is None else dense
-        # each operation under torch.compile (dense mode: a few static shapes each), falling back to
-        # eager, with one warning, where compilation cannot work
-        self.kernels = Kernels(compile=compile and self.dense)
+        self.kernels = EAGER
 
     def draw(self, b: int) -> dict[str, torch.Tensor]:
         """Every random number one batch of ``b`` samples needs, as CPU tensors."""

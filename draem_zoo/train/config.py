@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ConfigError
 from .budget import Budget, every
+from .schedule import SCHEDULES, lr_at
 
 PAPER_BATCH = 8
 
@@ -30,10 +31,18 @@ class TrainConfig:
     ``sqrt``: x sqrt(batch/8)), for large single-GPU batches; DDP's ``--lr-scaling`` multiplies in
     the number of workers on top. compile: ``torch.compile`` the model and the loss together
     (``compile_mode`` default / reduce-overhead / max-autotune, ``compile_backend`` inductor or any
-    torch.compile backend); eager, after one warning, where it cannot work. synthesis_workers: ``auto`` |
+    torch.compile backend); eager, after one warning, where it cannot work. ``auto`` (default):
+    compiled on CUDA where Triton and a C compiler are there (:meth:`compiles`), eager on a CPU. synthesis_workers: ``auto`` |
     0 | N: N > 0 synthesises the batches in N CPU worker processes, ahead of the step (:mod:`.batches`);
     ``auto`` does so on CUDA when the process has at least two spare cores, and synthesises in process
     otherwise (on the device, or on the CPU when training on it); 0 always in process.
+
+    The recipe (each off by default: the paper's): lr_schedule ``multistep`` (the paper's steps at
+    ``lr_milestones``), ``cosine`` or ``onecycle``, with a linear ``warmup`` over a fraction of the budget
+    (:mod:`.schedule`); ema_decay > 0 validates, checkpoints as best and exports an exponential moving
+    average of the weights (:mod:`.ema`). validate_at: fractions of the budget to validate (and
+    checkpoint) at instead of ``validations`` evenly spaced ones (``scripts/time_to_quality.py``'s
+    log-spaced points); the end of the budget is always one.
     """
 
     iterations: int = 0
@@ -42,16 +51,20 @@ class TrainConfig:
     lr: float = 1e-4
     lr_milestones: tuple[float, float] = (0.8, 0.9)
     lr_gamma: float = 0.2
+    lr_schedule: Literal["multistep", "cosine", "onecycle"] = "multistep"
+    warmup: float = 0.0
+    ema_decay: float = 0.0
     seed: int = 0
     device: str = "auto"
     bf16: bool = True
     channels_last: bool = True
-    compile: bool = False
+    compile: bool | Literal["auto"] = "auto"
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     compile_backend: str = "inductor"
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     report_every: int = 25
     validations: int = 5
+    validate_at: tuple[float, ...] = ()
     val_every: int = 0
     checkpoint_every: int = 0
     export: Literal["best", "last"] = "best"
@@ -62,7 +75,7 @@ class TrainConfig:
             raise ConfigError("train.iterations must be >= 0 (0 = paper budget), train.batch_size >= 1, train.lr > 0")
         if any(not 0 < m <= 1 for m in self.lr_milestones):
             raise ConfigError(f"train.lr_milestones={self.lr_milestones}: fractions of the budget in (0, 1]")
-        if self.compile:
+        if self.compile is True or self.compile_backend != "inductor":
             import torch._dynamo  # lazily: only when compiling
 
             if self.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
@@ -74,8 +87,24 @@ class TrainConfig:
         if self.synthesis_workers != "auto" and not 0 <= self.synthesis_workers <= 64:
             raise ConfigError(f"train.synthesis_workers={self.synthesis_workers}: auto, 0 (synthesis in the training "
                               "process) or the number of worker processes, 1 to 64")
+        if not 0 <= self.warmup < 1 or not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"train.warmup={self.warmup}, train.ema_decay={self.ema_decay}: both in [0, 1) "
+                              "(warmup: a fraction of the budget; ema_decay: 0 = off, e.g. 0.999)")
+        if self.lr_schedule not in SCHEDULES:
+            raise ConfigError(f"train.lr_schedule={self.lr_schedule!r}: one of {', '.join(SCHEDULES)}")
+        if any(not 0 < f <= 1 for f in self.validate_at):
+            raise ConfigError(f"train.validate_at={list(self.validate_at)}: fractions of the budget in (0, 1]")
         if self.paper_epochs <= 0:
             raise ConfigError(f"train.paper_epochs={self.paper_epochs}: the epoch budget must be > 0")
+
+    def compiles(self, device: torch.device) -> tuple[bool, str | None]:
+        """Whether the step is compiled on ``device``, and, for ``auto`` where it cannot be, why not."""
+        if self.compile != "auto":
+            return bool(self.compile), None
+        if device.type != "cuda":
+            return False, None  # inductor's C++ code for a CPU: minutes of compiling for little gain
+        missing = compile_prerequisites()
+        return (False, missing) if missing else (True, None)
 
     def as_budget(self) -> Budget:
         return Budget(self.iterations, "iterations") if self.iterations else Budget(self.paper_epochs, "epochs")
@@ -88,14 +117,33 @@ class TrainConfig:
     def val_period(self, total: int) -> int:
         return self.val_every or every(total, self.validations)
 
+    def val_points(self, total: int) -> list[int] | None:
+        """The iterations ``validate_at`` names (each at least 1, the budget's end included), or None."""
+        if not self.validate_at:
+            return None
+        return sorted({max(1, min(total, round(f * total))) for f in self.validate_at} | {total})
+
     def batch_lr_scale(self) -> float:
         """``lr_scaling`` against the paper's batch of 8: linear (batch / 8), sqrt, or none."""
         ratio = self.batch_size / PAPER_BATCH
         return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.lr_scaling]
 
     def lr_at(self, it: int, total: int) -> float:
-        drops = sum(1 for m in self.lr_milestones if it >= math.floor(m * total))
-        return self.lr * self.lr_gamma**drops
+        """The learning rate of step ``it`` (0-based) of ``total`` (:func:`.schedule.lr_at`), before scaling."""
+        return lr_at(it, total, self.lr, self.lr_schedule, self.warmup, self.lr_milestones, self.lr_gamma)
+
+
+def compile_prerequisites() -> str | None:
+    """What torch.compile's inductor lacks on a CUDA machine (Triton, a C compiler for its launchers), or None."""
+    import importlib.util
+    import os
+    import shutil
+
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed"
+    if not any(shutil.which(c) for c in (os.environ.get("CC") or "cc", "gcc", "clang")):
+        return "no C compiler (cc, gcc or clang) on PATH"
+    return None
 
 
 def resolve_device(name: str) -> torch.device:

@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,9 @@ from ..model.draem import DraemModel
 from ..model.losses import LossConfig, LossTerms
 from ..synthesis.simulator import AnomalySynthesizer, SynthBatch, make_generator
 from .batches import batch_source, draw_batch, worker_death
-from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointWriter, find_checkpoint, load_checkpoint
 from .config import TrainConfig, resolve_device  # noqa: F401  (re-exported)
+from .ema import WeightAverage
 from .step import ForwardLoss, run_step
 
 
@@ -67,6 +69,16 @@ def make_step(net: torch.nn.Module, loss_cfg: LossConfig, autocast_dtype: torch.
               mode: str = "default", backend: str = "inductor") -> ForwardLoss | Compiled:
     module = ForwardLoss(net, loss_cfg, autocast_dtype)
     return Compiled(module, mode, backend, "the training step") if compile else module
+
+
+def state_is_finite(model: torch.nn.Module) -> bool:
+    """Whether every floating-point weight and normalisation statistic is finite: one fused norm over all
+    of them (a NaN or inf makes its tensor's norm non-finite) and one host sync, not one per tensor."""
+    state = [v.detach() for v in model.state_dict().values() if v.is_floating_point()]
+    if not state:
+        return True
+    norms = torch._foreach_norm([v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for v in state])
+    return bool(torch.isfinite(torch.stack(norms)).all())
 
 
 Callback = Callable[[dict[str, Any]], None]
@@ -102,6 +114,9 @@ class Trainer:
         self.total = cfg.budget(len(train_images), world_size)
         self.val_every = cfg.val_period(self.total)
         self.ckpt_every = cfg.checkpoint_every or self.val_every
+        self.val_points = cfg.val_points(self.total)  # train.validate_at: these iterations instead
+        # train.ema_decay: the average is what is validated, saved as best and exported (:mod:`.ema`)
+        self.ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.lr_scale = lr_scale * cfg.batch_lr_scale()  # DDP workers (search) x batch size (train.lr_scaling)
         # on CUDA: one fused kernel for the whole Adam update, and cuDNN's autotuner for the fixed-shape step
         # (its choice may differ between processes, so a GPU resume is exact up to kernel choice; CPU is bit-exact)
@@ -113,8 +128,18 @@ class Trainer:
         use_amp = self.device.type == "cuda" and cfg.bf16
         self.autocast = torch.bfloat16 if use_amp else None
         self.sspcab = bool(getattr(getattr(model, "config", None), "sspcab", False))  # its loss term is reported too
-        self.step = make_step(forward if forward is not None else model, loss_cfg, self.autocast, cfg.compile,
+        compiled, why_not = cfg.compiles(self.device)
+        if why_not and is_main:
+            warnings.warn(f"train.compile=auto: the step runs eager on {self.device} ({why_not}); install it for a "
+                          "faster step, or set train.compile=false to silence this", RuntimeWarning, stacklevel=2)
+        self.step = make_step(forward if forward is not None else model, loss_cfg, self.autocast, compiled,
                               cfg.compile_mode, cfg.compile_backend)
+        # checkpoints are written in a background thread (from pinned host copies on a GPU)
+        self.writer = CheckpointWriter(background=True)
+        # seconds outside the steps: validating, saving (the blocking part: the host copies), the first
+        # (compiling) step; it_per_s windows leave them out
+        self.timing: dict[str, float | None] = {"validation_seconds": 0.0, "checkpoint_seconds": 0.0,
+                                                "first_step_seconds": None}
         self.iteration = 0
         self.resumed_from = 0
         self.best: dict[str, Any] = {"val_score": None, "iteration": None}
@@ -138,12 +163,17 @@ class Trainer:
                 path.with_suffix(".tmp").replace(path)
             return
         meta = {"iteration": self.iteration, "total": self.total, "best": self.best, "history": self.history}
-        save_checkpoint(self.workdir / "checkpoints" / which, self.model,
-                        self.optimizer if which == "last" else None, self.rng_state() if which == "last" else {}, meta)
+        t0 = time.perf_counter()
+        last = which == "last"
+        self.writer.save(self.workdir / "checkpoints" / which, self.model if last else self.weights(),
+                         self.optimizer if last else None, self.rng_state() if last else {}, meta,
+                         average=self.ema.model if last and self.ema else None)
+        self.timing["checkpoint_seconds"] += time.perf_counter() - t0
 
     def restore(self) -> str:
         """Load ``checkpoints/last`` (or its backup after a save cut between its renames); where from."""
-        rng, meta = load_checkpoint(self.workdir / "checkpoints" / "last", self.model, self.optimizer)
+        rng, meta = load_checkpoint(self.workdir / "checkpoints" / "last", self.model, self.optimizer,
+                                    average=self.ema.model if self.ema else None)
         self.resumed_from = int(meta["iteration"])
         if meta.get("total") != self.total:
             raise ConfigError(f"{self.workdir}: the checkpoint was made for a budget of {meta.get('total')} "
@@ -155,6 +185,10 @@ class Trainer:
             rng = load_file(str(own))
         torch.set_rng_state(rng["torch"])  # older checkpoints also hold the per-batch generators: unused
         return meta["loaded_from"]
+
+    def weights(self) -> torch.nn.Module:
+        """What is validated, saved as best and exported: the weight average with ``train.ema_decay``."""
+        return self.ema.model if self.ema else self.model
 
     def has_checkpoint(self) -> bool:
         return find_checkpoint(self.workdir / "checkpoints" / "last") is not None
@@ -207,7 +241,10 @@ class Trainer:
         if self.progress:
             bar = tqdm(total=self.total, initial=self.iteration, desc="training", unit="it", dynamic_ncols=True)
         sums: dict[str, torch.Tensor] = {}
-        count, t0, started = 0, time.perf_counter(), time.perf_counter()
+        # a window is the iterations between two reports; its it_per_s leaves out what ran outside the steps
+        window = {"count": 0, "t0": time.perf_counter(), "paused": 0.0}
+        steady = {"count": 0, "seconds": 0.0, "windows": 0}  # every window after the first (warm-up, compile)
+        started = time.perf_counter()
         interrupt, previous_handler = self._catch_ctrl_c()
         source = self.batch_source()
         try:
@@ -220,51 +257,77 @@ class Trainer:
                     batch = source.get(self.iteration)
                 except SynthesisWorkerDied as exc:  # between iterations: save what is done, then stop
                     if self.iteration > self.resumed_from:
-                        self._check_finite(sums, lr)
+                        self._check_finite(sums, lr, state=True)
                         self.save("last")
                         raise SynthesisWorkerDied(f"{exc}; checkpoint saved at iteration {self.iteration} of "
                                                   f"{self.total}: --resume continues from it") from None
                     raise
                 if self.device.type == "cuda" and self.cfg.channels_last:
-                    batch.augmented = batch.augmented.contiguous(memory_format=torch.channels_last)
+                    # one memory format through the loss: the reconstruction comes out channels-last, so the
+                    # target and the mask go in so too (no layout copies between the model and the loss)
+                    cl = torch.channels_last
+                    batch.augmented = batch.augmented.contiguous(memory_format=cl)
+                    batch.clean = batch.clean.contiguous(memory_format=cl)
+                    batch.mask = batch.mask.contiguous(memory_format=cl)
+                first = self.timing["first_step_seconds"] is None
+                t_step = time.perf_counter()
                 terms = train_step(self.model, batch, self.optimizer, self.loss_cfg, self.autocast, self.forward,
                                    self.step)
+                if first:  # the first step compiles (train.compile): its seconds are reported on their own
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    self.timing["first_step_seconds"] = round(time.perf_counter() - t_step, 3)
                 for k, v in (("loss", terms.total), ("l2", terms.l2), ("ssim", terms.ssim), ("focal", terms.focal),
                              *((("sspcab", terms.sspcab),) if self.sspcab else ())):
                     sums[k] = sums.get(k, 0) + v.detach()
-                count += 1
+                window["count"] += 1
                 self.iteration += 1
+                if self.ema:
+                    self.ema.update(self.iteration)
                 if bar:
                     bar.update(1)
                 last = self.iteration == self.total
-                do_val = self.iteration % self.val_every == 0 or last
-                do_ckpt = self.iteration % self.ckpt_every == 0 or last
+                if self.val_points:
+                    do_val = do_ckpt = self.iteration in self.val_points
+                else:
+                    do_val = self.iteration % self.val_every == 0 or last
+                    do_ckpt = self.iteration % self.ckpt_every == 0 or last
+                report = do_val or (self.cfg.report_every and self.iteration % self.cfg.report_every == 0)
                 record = None
-                if do_val or do_ckpt or (self.cfg.report_every and self.iteration % self.cfg.report_every == 0):
-                    # one host sync per report or save: a diverged run stops before it is validated
-                    # or saved, so the last checkpoint on disk stays the last good one
-                    self._check_finite(sums, lr)
-                if do_val or (self.cfg.report_every and self.iteration % self.cfg.report_every == 0):
-                    now = time.perf_counter()
-                    record = {k: round(float(v) / count, 6) for k, v in sums.items()}
-                    record.update(iteration=self.iteration, lr=lr, it_per_s=round(count / (now - t0), 3))
-                    sums, count, t0 = {}, 0, now
+                if report or do_ckpt:
+                    # one host sync per report or save: a diverged run stops before it is validated or saved,
+                    # so the last checkpoint on disk stays the last good one (the weights are checked, in one
+                    # fused pass, only before a validation or a save)
+                    self._check_finite(sums, lr, state=do_val or do_ckpt)
+                if report:
+                    record = self._record(sums, window, steady, lr)
+                    sums = {}
                     if do_val:
+                        t_val = time.perf_counter()
                         record.update(self._validate())
+                        spent = time.perf_counter() - t_val
+                        self.timing["validation_seconds"] += spent
+                        window["paused"] += spent
                     record["best_val_score"] = self.best.get("val_score")
+                    record.update({k: round(v, 3) for k, v in self.timing.items() if v is not None})
                     self.history.append(record)
                     if bar:
                         bar.set_postfix({k: record[k] for k in ("loss", "l2", "ssim", "focal") if k in record}
                                         | ({"val": round(record["val_score"], 4)} if record.get("val_score") else {}))
                 if do_ckpt:
+                    t_ck = time.perf_counter()
                     self.save("last")
+                    if record is not None and self.callbacks:  # they report the checkpoint: it must be on disk
+                        self.writer.wait("last")
+                    window["paused"] += time.perf_counter() - t_ck
                 if record is not None:
                     for cb in self.callbacks:
                         cb(dict(record, total=self.total, checkpointed=do_ckpt))
                 if interrupt["stop"]:  # between iterations: every state belongs to this iteration
                     if not do_ckpt:
-                        self._check_finite(sums, lr)
+                        self._check_finite(sums, lr, state=True)
                         self.save("last")
+                    self.writer.wait()
                     self._say(f"checkpoint saved at iteration {self.iteration} of {self.total}; "
                               "--resume continues from it")
                     raise KeyboardInterrupt
@@ -279,18 +342,45 @@ class Trainer:
                 signal.signal(signal.SIGINT, previous_handler if previous_handler is not None else signal.SIG_DFL)
             if bar:
                 bar.close()
+            # the checkpoints in flight reach the disk before fit returns or raises; a failed write is the
+            # error of the run, unless another one is already on its way out
+            self.writer.wait(raise_errors=sys.exc_info()[0] is None)
+        if self.ema:  # what the run exports: the average (checkpoints/last keeps both)
+            self.model.load_state_dict(self.ema.state_dict())
         return {"iterations": self.total, "world_size": self.world_size,
                 "samples": self.total * self.cfg.batch_size * self.world_size, "validations": self.validations(),
                 "best": self.best, "seconds": round(time.perf_counter() - started, 2), "history": self.history,
-                "resumed_from": self.resumed_from}
+                "resumed_from": self.resumed_from, "timing": self.timing_summary(steady)}
 
-    def _check_finite(self, sums: dict[str, torch.Tensor], lr: float) -> None:
+    def _record(self, sums: dict[str, torch.Tensor], window: dict[str, float], steady: dict[str, float],
+                lr: float) -> dict[str, Any]:
+        """The mean loss terms and the step rate of the window since the last report, which starts a new one."""
+        now = time.perf_counter()
+        seconds = max(now - window["t0"] - window["paused"], 1e-9)
+        count = max(window["count"], 1)
+        record = {k: round(float(v) / count, 6) for k, v in sums.items()}
+        record.update(iteration=self.iteration, lr=lr, it_per_s=round(window["count"] / seconds, 3))
+        if steady["windows"] > 0:  # the first window holds the warm-up (and a compile): not steady
+            steady["count"] += window["count"]
+            steady["seconds"] += seconds
+        steady["windows"] += 1
+        if steady["count"]:
+            record["steady_it_per_s"] = round(steady["count"] / steady["seconds"], 3)
+        window.update(count=0, t0=now, paused=0.0)
+        return record
+
+    def timing_summary(self, steady: dict[str, float]) -> dict[str, Any]:
+        """Where the run's time went: steady-state iterations/s (every report window after the first), the
+        first step (a compile), validating, saving (the part the loop waited for)."""
+        return {"steady_it_per_s": round(steady["count"] / steady["seconds"], 3) if steady["count"] else None,
+                **{k: (round(v, 3) if v is not None else None) for k, v in self.timing.items()}}
+
+    def _check_finite(self, sums: dict[str, torch.Tensor], lr: float, state: bool = True) -> None:
         bad = [k for k, v in sums.items() if not bool(torch.isfinite(torch.as_tensor(v)).all())]
-        if not bad:  # a finite loss with overflowing weights or BatchNorm statistics is diverged too
-            state = [v for v in self.model.state_dict().values() if v.is_floating_point()]
-            if state and not bool(torch.stack([torch.isfinite(v).all() for v in state]).all()):
-                bad = ["weights"]
+        if not bad and state and not state_is_finite(self.model):
+            bad = ["weights"]  # a finite loss with overflowing weights or BatchNorm statistics is diverged too
         if bad:
+            self.writer.wait(raise_errors=False)  # is the last good checkpoint on disk?
             last = (self.workdir / "checkpoints" / "last" / "meta.json").is_file()
             what = ("the model's weights (or normalisation statistics)" if bad[-1].startswith("weights")
                     else f"the {bad[-1] if bad != ['loss'] else 'total'} loss")
@@ -301,13 +391,13 @@ class Trainer:
                    if last else "no checkpoint was saved before it"))
 
     def validations(self) -> int:
-        """How many times this run validates (every ``val_every`` iterations and at the end)."""
-        return math.ceil(self.total / self.val_every)
+        """How many times this run validates (every ``val_every`` iterations and at the end, or at ``validate_at``)."""
+        return len(self.val_points) if self.val_points else math.ceil(self.total / self.val_every)
 
     def _validate(self) -> dict[str, Any]:
         if self.validate is None:
             return {}
-        result = self.validate(self.model)
+        result = self.validate(self.weights())
         score = result.get("val_score")
         # differences within the validation set's noise are ties, and ties go to the earlier checkpoint
         if score is not None and (self.best["val_score"] is None or self.better(result, self.best)):

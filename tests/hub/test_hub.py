@@ -202,6 +202,24 @@ def test_hub_mvtec_cards_carry_the_mvtec_license(results, tmp_path):
     assert "mvtec-ad" in release.card and "bergmann2019mvtec" in release.card
 
 
+def test_card_says_which_recipe_trained_the_model(results, tmp_path):
+    from draem_zoo.hub.cards import recipe_text
+
+    assert recipe_text({}) == "Adam, lr 0.0001, ×0.2 at 0.8 and 0.9 of the budget (the paper's recipe)"
+    text = recipe_text({"lr": 4e-4, "lr_schedule": "onecycle", "warmup": 0.0, "ema_decay": 0.995})
+    assert "one-cycle" in text and "1.6e-05 up to 0.0004 over the first 0.3" in text and "decay 0.995" in text
+    assert "paper" not in text
+    assert recipe_text({"lr_schedule": "cosine", "warmup": 0.05}) == (
+        "Adam, lr 0.0001, cosine annealing to 0, after a linear warm-up over 0.05 of the budget")
+    res = _copy(results, tmp_path)
+    cfg_path = res / "weave" / "best" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["run"]["train"].update(lr_schedule="cosine", ema_decay=0.999)
+    write_config(cfg_path.parent, cfg)
+    (release,) = build_releases(res, ORG, "draem", categories=["weave"], license="mit")
+    assert "| recipe | Adam, lr 0.0001, cosine annealing to 0; exponential moving average" in release.card
+
+
 def test_hub_timm_pretrained_weights_download_through_the_hub(hub_env):
     import timm
     from huggingface_hub import HfApi

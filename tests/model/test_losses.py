@@ -70,3 +70,42 @@ def test_loss_config_validation_names_key():
         LossConfig(focal_alpha=1.5).validate()
     with pytest.raises(ConfigError, match="loss.ssim_weight"):
         LossConfig(ssim_weight=-1).validate()
+
+
+def test_ssim_window_is_made_once_per_device_and_reused(monkeypatch):
+    """The window is built once (on the host, then copied to the device) and cached: no host-to-device copy
+    per step (on a GPU each one was a stream sync)."""
+    from draem_zoo.model import losses
+
+    monkeypatch.setattr(losses, "_WINDOWS", {})
+    made = []
+    real = losses.gaussian_1d
+    monkeypatch.setattr(losses, "gaussian_1d", lambda *a: (made.append(a), real(*a))[1])
+    x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    first = float(ssim_loss(x, y))
+    (window,) = losses._WINDOWS.values()
+    for _ in range(3):
+        assert float(ssim_loss(x, y)) == first
+    assert len(made) == 1 and len(losses._WINDOWS) == 1 and next(iter(losses._WINDOWS.values())) is window
+    ssim_loss(x[:, :1], y[:, :1])  # another channel count: its own entry, made once
+    assert len(made) == 2 and len(losses._WINDOWS) == 2
+
+
+def test_separable_window_gives_the_2d_windows_ssim(monkeypatch):
+    """The GPU's separable window (two 1-D passes) and the CPU's 2-D one agree to float rounding, with the
+    original's zero padding, at the paper's size and on images smaller than the window."""
+    from draem_zoo.model import losses
+
+    torch.manual_seed(0)
+    for shape in ((2, 3, 64, 64), (1, 3, 7, 9)):
+        x, y = torch.rand(shape), torch.rand(shape)
+        two_d = float(ssim(x, y))
+        real = losses.ssim_window
+
+        def separable(size, sigma, channels, device, dtype):
+            row = losses.gaussian_1d(size, sigma).view(1, 1, 1, size).expand(channels, 1, 1, size).contiguous()
+            return row, row.view(channels, 1, size, 1)
+
+        monkeypatch.setattr(losses, "ssim_window", separable)
+        assert abs(float(ssim(x, y)) - two_d) < 1e-6
+        monkeypatch.setattr(losses, "ssim_window", real)

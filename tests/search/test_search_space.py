@@ -42,6 +42,21 @@ def test_default_space_is_conditional_and_covers_backbones():
     assert "_beta_high" in seen["paper"] and "_beta_high" not in overrides_of({"_beta_high": 1, "a.b": 2})
 
 
+def test_a_space_can_search_the_recipe(tmp_path):
+    (tmp_path / "recipe.py").write_text(
+        "def space(trial):\n"
+        "    trial.suggest_categorical('train.lr_schedule', ['multistep', 'cosine', 'onecycle'])\n"
+        "    trial.suggest_float('train.warmup', 0.0, 0.2)\n"
+        "    trial.suggest_categorical('train.ema_decay', [0.0, 0.99, 0.999])\n")
+    drawn = check_space(load_space(tmp_path / "recipe.py"), RunConfig(), draws=12)
+    assert {d["train.lr_schedule"] for d in drawn} == {"multistep", "cosine", "onecycle"}
+    assert any(d["train.ema_decay"] > 0 for d in drawn)
+    (tmp_path / "badrecipe.py").write_text(
+        "def space(trial):\n    trial.suggest_categorical('train.lr_schedule', ['multistep', 'linear'])\n")
+    with pytest.raises(DraemZooError, match="lr_schedule"):
+        check_space(load_space(tmp_path / "badrecipe.py"), RunConfig(), draws=8)
+
+
 def test_bad_space_files_are_named(tmp_path):
     (tmp_path / "nospace.py").write_text("METRIC = 'val_score'\n")
     with pytest.raises(DraemZooError, match="nospace.py: defines no function space"):

@@ -95,24 +95,31 @@ def test_inductor_compiles_the_step_on_cpu(root, tmp_path, eager):
     result, weights, warned, _ = train(root, tmp_path, "train.compile=true")
     assert result["training"]["compiled"] is True and not warned, [str(w.message) for w in warned]
     for k, v in model_weights(eager[1]).items():
-        atol = 1e-2 if "running_" in k or "num_batches" in k else 8e-4
+        # BatchNorm statistics amplify the weights' rounding-level differences: after 4 steps their largest
+        # difference was 0.008 with SSIM's five blurs as five convolutions, 0.011 with them stacked in one
+        atol = 2e-2 if "running_" in k or "num_batches" in k else 8e-4
         assert torch.allclose(weights[k].float(), v.float(), atol=atol, rtol=0), k
 
 
-@pytest.mark.slow
-def test_compiled_dense_synthesis_matches_eager():
-    """train.compile=true also compiles dense (GPU-mode) synthesis: same masks, same images to float rounding."""
-    from draem_zoo.synthesis.simulator import AnomalySynthesizer, SynthesisConfig, make_generator
-    from draem_zoo.synthesis.textures import TextureBank
+def test_a_compiled_step_makes_no_new_graph_after_its_warm_up(root, tmp_path):
+    """A compiled step sees one batch shape: after a few warm-up iterations (the first compile, and the
+    SSIM window cached on its first call), 20 more batches, with validations between them (the model in
+    eval mode), compile nothing new; the compiled synthesis used to make graphs for minutes."""
+    from torch._dynamo import register_backend
 
-    cfg = SynthesisConfig(procedural_textures=6)
-    bank = TextureBank.procedural(6, 32, seed=0)
-    x = (torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
-    eager = AnomalySynthesizer(cfg, bank, make_generator(3), dense=True)
-    compiled = AnomalySynthesizer(cfg, bank, make_generator(3), dense=True, compile=True)
-    for _ in range(2):
-        a, b = eager(x), compiled(x)
-        assert compiled.kernels.failed is None
-        assert torch.equal(a.mask, b.mask) and torch.equal(a.has_anomaly, b.has_anomaly)
-        torch.testing.assert_close(b.augmented, a.augmented, atol=1e-4, rtol=0)
-        torch.testing.assert_close(b.clean, a.clean, atol=1e-5, rtol=0)
+    graphs: list[int] = []
+
+    @register_backend(name="draem_zoo_test_counting")
+    def counting(gm, example_inputs):
+        graphs.append(len(gm.graph.nodes))
+        return gm.forward
+
+    seen: dict[int, int] = {}
+    run = make_run_config([f"data.root={root}", *TINY, "train.iterations=25", "train.report_every=1",
+                           "train.val_every=10", "train.compile=true", "train.compile_backend=draem_zoo_test_counting"])
+    result = train_category(run, tmp_path / "m", progress=False, evaluate_test=False,
+                            callbacks=[lambda rec: seen.setdefault(rec["iteration"], len(graphs))])
+    assert result["training"]["compiled"] is True and graphs
+    assert seen[5] == seen[25] == len(graphs), seen  # nothing compiled in the last 20 iterations
+    timing = result["training"]["timing"]
+    assert timing["first_step_seconds"] > 0 and timing["steady_it_per_s"] > 0 and timing["validation_seconds"] > 0
