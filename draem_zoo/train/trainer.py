@@ -317,8 +317,10 @@ class Trainer:
                 if do_ckpt:
                     t_ck = time.perf_counter()
                     self.save("last")
-                    if record is not None and self.callbacks:  # they report the checkpoint: it must be on disk
-                        self.writer.wait("last")
+                    if record is not None and self.callbacks:
+                        # they report the checkpoint (a search hands the whole work folder to Ray Train, which
+                        # copies it): every write, `best`'s too, must be on disk and renamed into place first
+                        self.writer.wait()
                     window["paused"] += time.perf_counter() - t_ck
                 if record is not None:
                     for cb in self.callbacks:
