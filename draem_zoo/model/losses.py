@@ -3,7 +3,8 @@
 Both follow the original code exactly by default:
 
 * SSIM: Gaussian window (size 11, sigma 1.5) applied per channel with zero padding of
-  size//2 (the window cached on the device; separable on GPUs); the value range L is detected from the first image as the original does
+  size//2 (the window cached on the device; separable on GPUs); the value range L is
+  detected from the first image as the original does
   (max > 128 -> 255 else 1, minus min < -0.5 -> -1 else 0), without a host sync; the
   loss is 1 - mean(SSIM map). The window shrinks to min(size, H, W) for tiny images.
 * Focal loss on softmax probabilities with the original's label smoothing: the one-hot

@@ -69,11 +69,12 @@ def host_copies(live: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] 
     queued without blocking, then one wait for them all; from the CPU: a clone (the old code copied GPU
     tensors twice, ``.cpu()`` then ``.clone()``)."""
     out: dict[str, torch.Tensor] = {}
-    cuda = [k for k, v in live.items() if v.device.type == "cuda"]
+    cuda = False
     for k, v in live.items():
-        if k not in cuda:
+        if v.device.type != "cuda":
             out[k] = v.detach().contiguous().clone()
             continue
+        cuda = True
         buf = None if buffers is None else buffers.get(k)
         if buf is None or buf.shape != v.shape or buf.dtype != v.dtype:
             buf = torch.empty(v.shape, dtype=v.dtype, pin_memory=True)
