@@ -32,7 +32,7 @@ ray = pytest.importorskip("ray")
 from draem_zoo import load  # noqa: E402
 from draem_zoo.data.demo import make_demo_dataset  # noqa: E402
 from draem_zoo.errors import DraemZooError  # noqa: E402
-from draem_zoo.search.cleanup import _started  # noqa: E402
+from draem_zoo.search.cleanup import _descendants, _started  # noqa: E402
 from draem_zoo.search.driver import SearchOptions, run_search  # noqa: E402
 
 SETS = ["model.image_size=32", "eval.batch_size=64"]
@@ -397,18 +397,24 @@ def _durable_statuses(out: Path) -> dict[str, tuple[str, int]] | None:
     return durable
 
 
-def _frozen_statuses(out: Path, group: int) -> dict[str, tuple[str, int]]:
+def _signal_all(pids: list[tuple[int, int | None]], sig: int) -> None:
+    """Signal each (pid, start time) that is still the same process."""
+    for pid, started in pids:
+        if _started(pid) == started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+
+def _frozen_statuses(out: Path, frozen: list[tuple[int, int | None]]) -> dict[str, tuple[str, int]]:
     """Tune's persisted state once its writers are stopped; were they stopped in the middle of a rewrite
     (Tune writes it in place), they run on for a moment and are stopped again."""
     for _ in range(20):
         now = _durable_statuses(out)
         if now is not None:
             return now
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGCONT)
+        _signal_all(frozen, signal.SIGCONT)
         time.sleep(0.3)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGSTOP)
+        _signal_all(frozen, signal.SIGSTOP)
     raise AssertionError("Tune's experiment state stayed unreadable")
 
 
@@ -448,24 +454,25 @@ def test_search_resume_after_driver_sigkill(data, tmp_path):
     else:
         raise AssertionError("no moment with a finished trial Tune had persisted and a checkpointed running "
                              f"trial within 400 s: finished {sorted(finished_before)}, midway {sorted(midway)}")
-    os.kill(proc.pid, signal.SIGKILL)  # the driver alone, with no chance to clean up: Ray's processes stay
-    # ... frozen at this instant: left alone, the category's Tune actor would go on for seconds (until Ray
-    # notices the driver's death), training, checkpointing and, with num_to_keep=1, deleting the checkpoint
-    # that Tune's persisted state names (a race of its own, not what this test is about)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGSTOP)
+    # Ray's processes are frozen first, then the driver alone is killed, with no chance to clean up: the
+    # moment of a crash, held still. Left running, the category's Tune actor (in a process group of its own,
+    # as every Ray worker is) would go on for seconds until Ray notices the driver's death: training,
+    # checkpointing and, with num_to_keep=1, deleting the checkpoint that Tune's persisted state names (a race
+    # of its own, not what this test is about). Raylet and GCS die with the driver (Ray's fate sharing).
+    frozen = [(pid, _started(pid)) for pid in _descendants(proc.pid)]
+    _signal_all(frozen, signal.SIGSTOP)
+    os.kill(proc.pid, signal.SIGKILL)
     # a checkpoint may have landed between the poll and the kill: take the latest persisted one
     ckpt = {tid: max(it, _durable_checkpoint(out, st["search_id"], tid)) for tid, it in ckpt.items()}
     proc.wait()
-    durable = _frozen_statuses(out, proc.pid)  # what Tune had persisted when the driver died
+    durable = _frozen_statuses(out, frozen)  # what Tune had persisted when the driver died
     record = json.loads((out / ".ray-processes.json").read_text())
     left = [p["pid"] for p in record["processes"] if _started(p["pid"]) == p["started"]]
     assert (out / ".draem-zoo.lock").is_file() and json.loads((out / ".draem-zoo.lock").read_text())["pid"] == proc.pid
     try:
         res = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _signal_all(frozen, signal.SIGKILL)  # what the resume did not reap (it reaps what the record lists)
     assert res.returncode == 0, res.stderr[-3000:]
     # the stale lock was taken over, and what Ray left running was stopped
     assert f"taking over the lock of process {proc.pid}" in res.stderr
