@@ -82,3 +82,24 @@ def test_time_to_quality_runs_end_to_end_and_resumes(tmp_path):
     assert "ema seed 1: continuing" in res.stderr and "paper seed 0" not in res.stderr
     # its curve came back from its checkpoint: the same table
     assert (out / "time_to_quality.csv").read_text().splitlines() == lines
+    # rank_check on those runs: saturation, s_f and checkpoint agreement with test, seed-to-seed gaps in SEs
+    runs = sorted((out / "runs").iterdir())
+    res = subprocess.run([sys.executable, "scripts/rank_check.py", *map(str, runs),
+                          "--seed-groups", "paper-s0,paper-s1;ema-s0,ema-s1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    check = json.loads(res.stdout)
+    models = {m["model"]: m for m in check["models"]}
+    assert len(models) == 6 and len(check["saturation_new"]) == 6
+    assert all(0 <= s <= 1 for s in check["saturation_new"])
+    for m in models.values():
+        fa = m["filter_size_agreement"]
+        assert fa["points"] == len(m["new"]["by_filter_size"]) and fa["se"] == round(m["new"]["se"], 4)
+        assert set(m["new"]["levels"]) <= {"0", "1", "2", "3"}
+        assert m["checkpoint_agreement"]["points"] == 3  # the three validated points, each with its test
+    assert check["checkpoint_agreement"]["models"] == 6
+    pairs = {tuple(p["models"]): p for p in check["seed_to_seed_new"]}
+    p = pairs[("paper-s0", "paper-s1")]
+    gap = abs(models["paper-s0"]["new"]["val_score"] - models["paper-s1"]["new"]["val_score"])
+    assert p["gap"] == round(gap, 4)
+    assert p["gap_in_se"] == round(gap / ((models["paper-s0"]["new"]["se"] + models["paper-s1"]["new"]["se"]) / 2), 2)

@@ -7,6 +7,9 @@ AUROCs are weighted Mann-Whitney counts over a small pairwise matrix, pixel APs 
 per-image histograms (:mod:`.pixelstats`). The resampling is seeded, so two models (or two
 checkpoints) scored on the same validation set see the same replicates: their difference is paired.
 
+* the anomalies are redrawn too: within each resampled normal, each anomaly gets a Poisson(1)
+  weight (:func:`anomaly_weights`), so that the error covers the synthetic draw as well as the
+  choice of normals (two models of one configuration differ by about this much);
 * the score's standard error is the replicates' standard deviation;
 * s_f moves away from the paper's 21 only when the gain of the best size over 21 has a one-sided
   ``CONFIDENCE`` lower bound above zero (:func:`choose_filter_size`); otherwise it stays 21;
@@ -30,6 +33,12 @@ def weights(n: int, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> np.ndarray:
     """(n_boot, n) resampling counts of n clusters (each row sums to n); the same for every model."""
     rng = np.random.default_rng([seed, n])
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64) if n else np.zeros((n_boot, 0))
+
+
+def anomaly_weights(k: int, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> np.ndarray:
+    """(n_boot, k) Poisson(1) weights of k images: the second level of the bootstrap, which redraws the
+    synthetic anomalies within each resampled normal; the same for every model."""
+    return np.random.default_rng([seed, 1, k]).poisson(1.0, (n_boot, k)).astype(np.float64)
 
 
 def pairwise(anomalous: np.ndarray, normal: np.ndarray) -> np.ndarray:
@@ -73,7 +82,7 @@ def choose_filter_size(point: dict[int, float], replicates: dict[int, np.ndarray
     cand = baseline_size(tied)
     info: dict = {"baseline": base, "candidate": cand, "tied": tied if len(tied) > 1 else None,
                   "rule": f"{base} unless the best size's paired bootstrap gain ({len(next(iter(replicates.values())))}"
-                          f" resamples of the normals) has a one-sided {confidence:.0%} lower bound above 0"}
+                          f" resamples) has a one-sided {confidence:.0%} lower bound above 0"}
     if cand == base:
         info.update(gain=0.0, low=0.0, high=0.0, moved=False)
         return base, info

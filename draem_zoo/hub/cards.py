@@ -239,11 +239,19 @@ def describe_selection(cfg: dict) -> str:
     by = val.get("val_score_by_filter_size") or {}
     sizes = ", ".join(f"{k}: {v:.4f}" for k, v in by.items())
     text = (f"Validation: {val.get('n_normal')} held-out normal training images and simulated anomalies on them "
-            f"({fams}; easy to hard); score (image AUROC + pixel AP) / 2 averaged over the families, by s_f: "
-            f"{sizes}.")
+            f"({fams}; on a ladder of {val.get('n_levels') or 'graded'} rungs, easy to barely visible); score: "
+            "((image AUROC + image margin) / 2 + pixel AP) / 2, averaged over the families on each rung, the rungs "
+            f"weighed equally; by s_f: {sizes}.")
+    levels = val.get("levels") or {}
+    if levels:
+        text += " Score per rung (0 easiest): " + ", ".join(
+            f"{k}: {v['score']:.3f} (image AUROC {v['image_auroc']:.3f}, pixel AP {v['pixel_ap']:.3f})"
+            for k, v in levels.items()) + "."
+    if val.get("val_saturation") is not None:
+        text += f" Saturation (family and s_f image AUROCs at 1.0): {100 * val['val_saturation']:.0f}%."
     se = val.get("val_score_se")
     if se is not None:
-        text += f" Standard error of the score (bootstrap over the normals): {se:.4f}."
+        text += f" Standard error of the score (bootstrap over the normals and the synthetic anomalies): {se:.4f}."
     choice = sel.get("filter_size_choice") or {}
     if choice.get("candidate") not in (None, choice.get("baseline")) and choice.get("low") is not None:
         text += (f" s_f = {choice['candidate']} scored {choice['gain']:+.4f} against {choice['baseline']} (paired "

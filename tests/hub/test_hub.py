@@ -326,6 +326,13 @@ def test_card_states_the_filter_size_decision_and_its_noise():
     assert "abababababababab" in text
     cfg["selection"]["filter_size_choice"] = dict(choice, low=0.001, moved=True)
     assert "moved to 5" in describe_selection(cfg)
+    # the score per rung of the ladder and the saturation are on the card
+    cfg["metrics"]["validation"].update(n_levels=4, val_saturation=0.0556, levels={
+        str(k): {"n": 30, "score": 0.8 - 0.1 * k, "image_auroc": 0.95 - 0.1 * k, "pixel_ap": 0.7 - 0.1 * k}
+        for k in range(4)})
+    text = describe_selection(cfg)
+    assert "ladder of 4 rungs" in text and "3: 0.500 (image AUROC 0.650, pixel AP 0.400)" in text
+    assert "Saturation (family and s_f image AUROCs at 1.0): 6%" in text
 
 
 def test_hub_front_members_are_branches_of_the_category_repo(results, hub_env, tmp_path):
