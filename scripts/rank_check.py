@@ -111,9 +111,10 @@ def checkpoint_agreement(model_dir: Path) -> dict | None:
 
 def old_score(model_dir: Path, tree: str, size: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
-    arg = json.dumps({"model_dir": str(model_dir.resolve()), "size": size})  # the baseline runs in its tree
-    out = subprocess.run([sys.executable, "-c", BASELINE, arg], env=env, capture_output=True, text=True,
-                         cwd=tree)  # `python -c` puts the working directory first on sys.path
+    arg = json.dumps({"model_dir": str(model_dir), "size": size})
+    # here (run configs may name data folders relative to it), with the tree's package: -P keeps `python -c`
+    # from putting this directory, and this tree's package, first on sys.path
+    out = subprocess.run([sys.executable, "-P", "-c", BASELINE, arg], env=env, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"baseline failed for {model_dir}:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
