@@ -125,12 +125,19 @@ def _add_search(sub) -> None:
                    "by the DDP workers)")
     p.add_argument("--validations", type=positive_int, default=5,
                    help="validations (and checkpoints) per run, trial or final, whatever its budget (default 5)")
+    p.add_argument("--rungs", type=int, default=0, metavar="N",
+                   help="trials validate at N geometrically spaced points (1/3^(N-1) ... 1/3, 1 of the trial budget) "
+                   "and ASHA (reduction factor 3) cuts there; see rungs.md after a search for whether early rank "
+                   "predicts final rank (default 0: --validations evenly spaced, ASHA at 2/5 and 4/5)")
     p.add_argument("--plan", action="store_true",
                    help="print what the search would cost (iterations, validations, checkpoint bytes, decoding, "
                    "accelerator-hours) and stop: no Ray, no training, seconds")
     p.add_argument("--throughput", type=float, default=None, metavar="IMAGES_PER_S",
                    help="with --plan: one accelerator's training images/s (scripts/bench_train.py --e2e), for the "
                    "accelerator-hours")
+    p.add_argument("--throughput-from", default=None, metavar="FILE",
+                   help="with --plan: read the throughput from the JSON lines of scripts/gpu_check.py or "
+                   "scripts/bench_train.py --e2e (the space's paper variant at the plan's batch, synthesis workers)")
     p.add_argument("--final-seeds", type=positive_int, default=1, help="retrain the best config with N seeds (mean ± std)")
     p.add_argument("--final-workers", type=positive_int, default=None, help="DDP workers of the final retraining")
     p.add_argument("--backbones-final", action="store_true",

@@ -179,7 +179,9 @@ class CategorySearch:
         exp = s["experiment"]
         segments = s.get("segments") or [s["trials"]]
         name = segment_experiments(exp, len(segments))[segment]
-        inner = tune.with_parameters(trial_trainable, base=self.base, settings=s)
+        points = self.plan["trial"].get("val_points")  # --rungs: validate where ASHA cuts
+        inner = tune.with_parameters(trial_trainable, base=self.base, settings=dict(
+            s, validate_at=[p / self.plan["trial"]["iterations"] for p in points] if points else None))
         # Tune registers trainables by name in a registry shared by the whole Ray job: every
         # category's searcher runs in the same job, so a shared name would let one category's
         # trials run with another's base config (its data). One name per experiment.
@@ -196,7 +198,8 @@ class CategorySearch:
                                        storage=_optuna_storage(s["storage"], exp), study_name=exp,
                                        points_to_evaluate=([dict(p) for p in sp.points] or None) if not segment else None)
         scheduler = ASHAScheduler(time_attr="iteration", metric=sp.metric, mode=sp.mode, max_t=max_t,
-                                  grace_period=max(every, min(max_t, every * s.get("grace_validations", 2))),
+                                  grace_period=self.plan["trial"].get("asha_grace")
+                                  or max(every, min(max_t, every * s.get("grace_validations", 2))),
                                   reduction_factor=s.get("reduction_factor", 2),
                                   # a trial at the budget ends by itself, after its final report (test metrics)
                                   stop_last_trials=False)

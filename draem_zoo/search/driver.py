@@ -33,7 +33,7 @@ from ..pipeline.workflow import validation_recipe
 from ..train.budget import parse_budget
 from . import results
 from .journal import check_journal, reconcile_study
-from .plan import make_plan
+from .plan import effective_reduction_factor, make_plan
 from .resume import check_resumed, check_trusted, extend_trials, resume_options, trial_segments
 from .space import check_space, load_space, overrides_of
 from .status import ProgressLog
@@ -64,6 +64,7 @@ class SearchOptions:
     seed: int = 0
     retries: int = 2
     validations: int = 5
+    rungs: int = 0  # >= 2: trials validate at geometric points, ASHA (reduction factor 3) cuts there (.plan)
     reduction_factor: int = 2
     grace_validations: int = 2
     max_concurrent: int | None = None
@@ -74,6 +75,7 @@ class SearchOptions:
     crash_at_iteration: int | None = None  # fault injection (tests): first attempt of each run
     plan: bool = False  # print what the search costs and stop (no Ray, no training)
     throughput: float | None = None  # one accelerator's training images/s, for the plan's hours
+    throughput_from: str | None = None  # or the gpu_check / bench_train --e2e JSON lines to read it from
     given: tuple[str, ...] | None = None  # the fields set by a typed flag (CLI); None: unknown (see .resume)
 
 
@@ -122,6 +124,9 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
         raise DraemZooError(f"--front {opts.front}: give the number of front configurations to retrain (0: none)")
     if opts.validations < 1:
         raise DraemZooError(f"--validations {opts.validations}: each run needs at least one validation")
+    if opts.rungs == 1 or opts.rungs < 0:
+        raise DraemZooError(f"--rungs {opts.rungs}: give 2 or more geometrically spaced validation points per trial "
+                            "(e.g. 4: 1/27, 1/9, 1/3 and all of the budget), or 0 for --validations evenly spaced")
     space = load_space(opts.space)
     budget = (parse_budget(opts.budget, "--budget") if opts.budget is not None
               else parse_budget(space.budget, f"{opts.space}: BUDGET ="))
@@ -326,7 +331,7 @@ def _run_search(opts: SearchOptions, pre: dict[str, Any], out: Path) -> dict[str
                     "cpus_per_worker": opts.cpus_per_worker, "final_workers": opts.final_workers,
                     "final_seeds": opts.final_seeds, "backbones_final": opts.backbones_final, "front": opts.front,
                     "retries": opts.retries, "sampler": opts.sampler,
-                    "seed": opts.seed, "reduction_factor": opts.reduction_factor,
+                    "seed": opts.seed, "reduction_factor": effective_reduction_factor(opts), "rungs": opts.rungs,
                     "grace_validations": opts.grace_validations, "lr_scaling": opts.lr_scaling,
                     "max_concurrent": _max_concurrent(opts, res, len(pre["categories"])),
                     "crash_at_iteration": opts.crash_at_iteration,

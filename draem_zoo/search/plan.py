@@ -12,15 +12,20 @@ and its sizes are reused). A team reads this before it books a cluster:
   the storage retains (trial checkpoints are deleted when a trial ends; a final keeps its last);
 * images decoded: once per node (the node cache), instead of once per trial;
 * with ``throughput`` (one accelerator's training images/s, e.g. from ``scripts/bench_train.py
-  --e2e``): accelerator-hours of the training steps.
+  --e2e``), or ``throughput_from`` (the JSON lines of ``scripts/gpu_check.py`` or ``bench_train.py
+  --e2e``, the matching row read from them): accelerator-hours of the training steps;
+* with ``rungs``: trials validate at geometric points where ASHA (reduction factor 3) cuts.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 from ..data.mvtec import scan_category
+from ..errors import DraemZooError
 from ..pipeline.runconfig import make_run_config
 from ..synthesis.textures import find_images
 from ..train.budget import Budget, every
@@ -50,6 +55,58 @@ def expected_iterations(total: int, val_every: int, rungs: list[int], reduction_
     return expected
 
 
+RUNG_FACTOR = 3  # with --rungs: the points' ratio and ASHA's reduction factor
+
+
+def effective_reduction_factor(opts) -> float:
+    """ASHA's reduction factor: 3 with geometric rungs (its cuts land on them), else the option's."""
+    return RUNG_FACTOR if getattr(opts, "rungs", 0) else opts.reduction_factor
+
+
+def geometric_rungs(total: int, rungs: int) -> tuple[int, list[int]]:
+    """(ASHA's grace period, the validation points) of a trial of ``total`` iterations validating at ``rungs``
+    points 1/3^(rungs-1) ... 1/3, 1 of it: the points are ASHA's own milestones (grace * 3^k), then the end."""
+    grace = max(1, math.ceil(total / RUNG_FACTOR ** (rungs - 1)))  # rounded up: no milestone just short of the end
+    return grace, [m for m in asha_rungs(total, grace, RUNG_FACTOR) if m < total] + [total]
+
+
+def throughput_from(path: str | Path, variants: list[str], batch: int) -> dict[str, Any]:
+    """One accelerator's whole-iteration training images/s from a measurement file: the JSON lines of
+    ``scripts/gpu_check.py`` ("check": "train") or ``scripts/bench_train.py --e2e`` ("bench": "train_e2e").
+    The row is the space's paper variant (else its first variant measured) at the plan's batch, with the
+    synthesis workers training uses when they are measured, compiled where that was measured (training
+    compiles on GPUs by default); of those, the fastest. Returns the row with its file."""
+    p = Path(path)
+    try:
+        lines = p.read_text().splitlines()
+    except OSError as exc:
+        raise DraemZooError(f"--throughput-from {p}: cannot read it ({exc.strerror or exc})") from None
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and (row.get("check") == "train" or row.get("bench") == "train_e2e") \
+                and row.get("images_per_s") and row.get("variant") and row.get("batch"):
+            rows.append(row)
+    measured = sorted({r["variant"] for r in rows})
+    variant = "paper" if "paper" in variants and "paper" in measured else next(
+        (v for v in sorted(variants) if v in measured), None)
+    mine = [r for r in rows if r["variant"] == variant and int(r["batch"]) == batch]
+    if not mine:
+        have = sorted({f"{r['variant']} batch {r['batch']}" for r in rows}) or ["no training rows"]
+        raise DraemZooError(f"--throughput-from {p}: no training measurement of {' or '.join(sorted(variants))} at batch "
+                            f"{batch} (it has: {', '.join(have)}); measure one with scripts/gpu_check.py or "
+                            "scripts/bench_train.py --e2e, or give --throughput")
+    for keep in (lambda r: str(r.get("synthesis", "")).startswith("workers"), lambda r: r.get("mode") == "compiled"):
+        if any(keep(r) for r in mine):
+            mine = [r for r in mine if keep(r)]
+    best = max(mine, key=lambda r: r["images_per_s"])
+    return {"file": str(p), "images_per_s": float(best["images_per_s"]),
+            **{k: best.get(k) for k in ("variant", "batch", "size", "mode", "synthesis", "precision", "device", "name")}}
+
+
 def validations_of(total: int, times: int) -> tuple[int, int]:
     """(period, number of validations) of a run of ``total`` iterations validating ``times`` times."""
     period = every(total, times)
@@ -73,28 +130,39 @@ def make_plan(pre: dict[str, Any], opts) -> dict[str, Any]:
     upload = 2 * largest["state_bytes"] + largest["adam_bytes"]  # last (weights + Adam) + best (weights)
     final_keep = upload + 2 * largest["state_bytes"]  # its last checkpoint holds the exported model too
     textures = len(find_images(base.synthesis.anomaly_source)) if base.synthesis.anomaly_source else 0
+    measured = None
+    throughput = opts.throughput
+    if getattr(opts, "throughput_from", None):
+        measured = throughput_from(opts.throughput_from, sorted({r.model.variant for r in runs}), batch)
+        throughput = measured["images_per_s"]
     cats: dict[str, Any] = {}
     for c in pre["categories"]:
         files = scan_category(base.data.root, c, base.data.val_fraction, base.data.split_seed, check_sizes=False)
         n, n_val, n_test = len(files.train), len(files.val), len(files.test)
         t_it = trial_budget.iterations(n, batch, w_trial)
-        t_every, t_vals = validations_of(t_it, opts.validations)
-        grace = max(t_every, min(t_it, t_every * opts.grace_validations))
-        rungs = asha_rungs(t_it, grace, opts.reduction_factor)
-        t_exp = expected_iterations(t_it, t_every, rungs, opts.reduction_factor)
+        rf = effective_reduction_factor(opts)
+        if getattr(opts, "rungs", 0):  # validations at ASHA's milestones: a trial is judged where it stops
+            grace, points = geometric_rungs(t_it, opts.rungs)
+            t_every, t_vals, rungs = 0, len(points), points[:-1]
+            t_exp = expected_iterations(t_it, 1, rungs, rf)
+        else:
+            t_every, t_vals = validations_of(t_it, opts.validations)
+            grace = max(t_every, min(t_it, t_every * opts.grace_validations))
+            rungs, points = asha_rungs(t_it, grace, rf), None
+            t_exp = expected_iterations(t_it, t_every, rungs, rf)
         f_it = final_budget.iterations(n, batch, w_final)
         f_every, f_vals = validations_of(f_it, opts.validations)
         n_finals = finalists * opts.final_seeds
         trial_samples = opts.trials * t_exp * batch * w_trial
         final_samples = n_finals * f_it * batch * w_final
         hours = None
-        if opts.throughput:
-            hours = (trial_samples + final_samples) / opts.throughput / 3600
+        if throughput:
+            hours = (trial_samples + final_samples) / throughput / 3600
         cats[c] = {
             "n_train": n, "n_val": n_val, "n_test": n_test,
             "trial": {"budget": str(trial_budget), "iterations": t_it, "epochs": round(t_it * batch * w_trial / n, 2),
                       "batch_size": batch, "workers": w_trial, "validations": t_vals, "val_every": t_every,
-                      "asha_rungs": rungs, "max_iterations": opts.trials * t_it,
+                      "asha_rungs": rungs, "asha_grace": grace, "val_points": points, "max_iterations": opts.trials * t_it,
                       "expected_iterations": round(opts.trials * t_exp), "uploads_max": opts.trials * t_vals},
             "final": {"budget": str(final_budget), "iterations": f_it, "workers": w_final,
                       "epochs": round(f_it * batch * w_final / n, 2), "samples": f_it * batch * w_final,
@@ -119,11 +187,12 @@ def make_plan(pre: dict[str, Any], opts) -> dict[str, Any]:
         "decoded_without_cache": sum((opts.trials + v["final"]["runs"]) * (v["n_train"] + v["n_val"] + textures)
                                      + v["final"]["runs"] * 2 * v["n_test"] for v in cats.values()),
         "accelerator_hours": (round(sum(v["accelerator_hours"] for v in cats.values()), 2)
-                              if opts.throughput else None),
+                              if throughput else None),
     }
     return {"space": str(space.path), "trials_per_category": opts.trials, "workers_per_trial": w_trial,
             "final_workers": w_final, "final_seeds": opts.final_seeds, "validations": opts.validations,
-            "reduction_factor": opts.reduction_factor, "throughput_images_per_s": opts.throughput,
+            "reduction_factor": effective_reduction_factor(opts), "rungs": getattr(opts, "rungs", 0),
+            "throughput_images_per_s": throughput, "throughput_measured": measured,
             "batch_size": batch, "model": {"largest": largest, "variants": sorted({r.model.variant for r in runs})},
             "checkpoint_upload_bytes": upload, "categories": cats, "totals": totals}
 
@@ -138,7 +207,10 @@ def format_plan(plan: dict[str, Any]) -> str:
     lines = [
         f"plan: {plan['space']}, {plan['trials_per_category']} trials per category, batch {plan['batch_size']}, "
         f"{plan['workers_per_trial']} DDP worker(s) per trial, {plan['final_workers']} per final, "
-        f"{plan['final_seeds']} final seed(s), {plan['validations']} validations per run",
+        f"{plan['final_seeds']} final seed(s), "
+        + (f"trials validating at {plan['rungs']} geometric rungs (ASHA reduction factor {plan['reduction_factor']:g}), "
+           f"{plan['validations']} validations per final" if plan.get("rungs")
+           else f"{plan['validations']} validations per run (ASHA reduction factor {plan['reduction_factor']:g})"),
         f"largest model: {m['params'] / 1e6:.1f} M parameters; one checkpoint upload "
         f"{_gb(plan['checkpoint_upload_bytes'])} (weights + Adam moments, and the best weights)",
         "",
@@ -157,6 +229,11 @@ def format_plan(plan: dict[str, Any]) -> str:
     hours = ("pass --throughput IMAGES_PER_S (one accelerator's training images/s, from scripts/bench_train.py "
              "--e2e) for accelerator-hours") if tot["accelerator_hours"] is None else \
         f"{tot['accelerator_hours']:.1f} accelerator-hours of training steps (validation not included)"
+    m = plan.get("throughput_measured")
+    if m:
+        hours += (f", at {m['images_per_s']:g} images/s measured in {m['file']} ({m['variant']}, batch {m['batch']}, "
+                  f"{m.get('mode') or '?'}, synthesis {m.get('synthesis') or '?'}"
+                  + (f", {m.get('device') or m.get('name')}" if m.get("device") or m.get("name") else "") + ")")
     lines += ["", f"total: {tot['trials']} trials, {tot['trial_expected_iterations']} trial iterations expected "
               f"(at most {tot['trial_max_iterations']}), {tot['final_iterations']} final iterations; {hours}",
               f"storage: {_gb(tot['storage_bytes'])} kept after the search; while the search runs, up to "

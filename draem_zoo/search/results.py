@@ -10,6 +10,7 @@
     RESULTS/backbones.csv|.md|.png      the backbone comparison
     RESULTS/front.csv|.md|.png          the accuracy-speed front of every category (:mod:`.front`)
     RESULTS/importance.csv|.md|.png     fANOVA / PED-ANOVA importance of every parameter (:mod:`.importance`)
+    RESULTS/rungs.csv|.md               does early rank predict final rank: Spearman between validation points (:mod:`.rungs`)
 
 ``draem-zoo compare RESULTS`` rebuilds the tables and the plots from the JSON records (and the
 categories' Optuna studies).
@@ -27,6 +28,7 @@ from .ablation import write_ablation
 from .front import front_board, front_lines, speed_of, write_front
 from .importance import write_importance
 from .records import HEADLINE, _exported_filter_size, _fmt, _load, categories, final_stats, variant_of, write_csv, write_json
+from .rungs import write_rungs
 
 
 def write_category(out: Path, summary: dict[str, Any]) -> None:
@@ -226,7 +228,7 @@ def write_tables(out: Path) -> dict[str, Path]:
     plot_backbones(bb, out / "backbones.png", title, sorted(categories(out)))
     files = {n: out / n for n in ("leaderboard.csv", "leaderboard.md", "backbones.csv", "backbones.md",
                                   "backbones.png")}
-    return {**files, **write_front(out), **write_importance(out), **write_ablation(out)}
+    return {**files, **write_front(out), **write_importance(out), **write_ablation(out), **write_rungs(out)}
 
 
 METRIC_NAMES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pixel_ap": "pixel AP",

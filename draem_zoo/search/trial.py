@@ -229,17 +229,19 @@ def loop_config(run: RunConfig, name: str, settings: dict[str, Any], export: boo
             "crash_at_iteration": settings.get("crash_at_iteration")}
 
 
-def budget_run_config(run: RunConfig, budget: Any, validations: int) -> RunConfig:
+def budget_run_config(run: RunConfig, budget: Any, validations: int, validate_at: list[float] | None = None) -> RunConfig:
     """``run`` at ``budget`` (iterations or epochs), validating and checkpointing ``validations`` times
-    whatever the budget comes to, and reporting at validations only."""
+    whatever the budget comes to (or at the fractions ``validate_at`` of it), and reporting at validations only."""
     return make_run_config({**parse_budget(budget).overrides(), "train.validations": validations,
+                            **({"train.validate_at": list(validate_at)} if validate_at else {}),
                             "train.val_every": 0, "train.report_every": 0, "train.checkpoint_every": 0}, base=run)
 
 
-def trial_run_config(params: dict[str, Any], base: dict[str, Any], budget: Any, validations: int) -> RunConfig:
+def trial_run_config(params: dict[str, Any], base: dict[str, Any], budget: Any, validations: int,
+                     validate_at: list[float] | None = None) -> RunConfig:
     """The run a trial stands for: base config + suggestion, the search budget, validation cadence."""
     return budget_run_config(make_run_config(overrides_of(params), base=RunConfig.from_dict(base)), budget,
-                             validations)
+                             validations, validate_at)
 
 
 def trial_resources(settings: dict[str, Any]) -> dict[str, float]:
@@ -257,7 +259,7 @@ def trial_trainable(config: dict[str, Any], base: dict[str, Any] | None = None,
                     settings: dict[str, Any] | None = None) -> None:
     """Tune function trainable: one search trial. Search trials never evaluate the test split."""
     trial_id = tune.get_context().get_trial_id()
-    run = trial_run_config(config, base, settings["budget"], settings["validations"])
+    run = trial_run_config(config, base, settings["budget"], settings["validations"], settings.get("validate_at"))
     name = f"{settings['experiment']}-{trial_id}"
     if settings["workers_per_trial"] == 1:
         worker_loop(loop_config(run, name, settings, False, False, settings.get("cpus_per_worker", 1.0)),

@@ -49,6 +49,61 @@ def plan_opts(root, out, **kw):
     return SearchOptions(**{**base, **kw})
 
 
+def test_plan_with_geometric_rungs_at_mvtec_scale(mvtec, tmp_path):
+    """--rungs 4: trials validate at 1/27, 1/9, 1/3 and all of the budget, where ASHA (reduction factor 3)
+    cuts; the expected trial costs about a sixth of today's."""
+    today = plan_search(plan_opts(mvtec, tmp_path / "a", throughput=163.6))
+    plan = plan_search(plan_opts(mvtec, tmp_path / "b", throughput=163.6, rungs=4))
+    assert plan["rungs"] == 4 and plan["reduction_factor"] == 3
+    for cat, v in plan["categories"].items():
+        it, t = FINAL_ITERS[cat], v["trial"]
+        g = -(-it // 27)  # ceil(it / 27): ASHA's grace, its milestones g, 3g, 9g
+        assert t["asha_grace"] == g and t["asha_rungs"] == [g, 3 * g, 9 * g], cat
+        assert t["val_points"] == [g, 3 * g, 9 * g, it] and t["validations"] == 4, cat
+        # all trials reach g, a third 3g, a ninth 9g, a 27th the end
+        per = g + (3 * g - g) / 3 + (9 * g - 3 * g) / 9 + (it - 9 * g) / 27
+        assert t["expected_iterations"] == round(32 * per), cat
+        assert v["final"] == today["categories"][cat]["final"]  # finals are not touched
+    bottle = plan["categories"]["bottle"]["trial"]
+    assert bottle["val_points"] == [153, 459, 1377, 4112] and bottle["expected_iterations"] == 14665
+    before, after = today["totals"], plan["totals"]
+    assert after["trial_expected_iterations"] < before["trial_expected_iterations"] / 5
+    assert after["accelerator_hours"] < before["accelerator_hours"] / 3.5
+    with pytest.raises(DraemZooError, match="--rungs 1"):
+        plan_search(plan_opts(mvtec, tmp_path / "c", rungs=1))
+
+
+def test_plan_reads_its_throughput_from_a_gpu_check_file(mvtec, tmp_path, capsys):
+    """--throughput-from: the paper variant at the plan's batch, with the synthesis workers, compiled where
+    measured; the hours are those of --throughput with that figure."""
+    rows = [{"check": "device", "device": "cuda", "name": "NVIDIA H200"},
+            {"check": "train", "variant": "paper", "batch": 8, "mode": "eager", "synthesis": "workers (4 processes)",
+             "images_per_s": 150.2, "device": "NVIDIA H200"},
+            {"check": "train", "variant": "paper", "batch": 8, "mode": "compiled", "synthesis": "workers (4 processes)",
+             "images_per_s": 163.6, "device": "NVIDIA H200"},
+            {"check": "train", "variant": "paper", "batch": 8, "mode": "compiled", "synthesis": "dense",
+             "images_per_s": 170.0},
+            {"check": "train", "variant": "paper", "batch": 32, "mode": "compiled", "synthesis": "workers",
+             "images_per_s": 215.0},
+            {"check": "summary", "failed": 0}]
+    path = tmp_path / "gpu_check.jsonl"
+    path.write_text("not json\n" + "\n".join(json.dumps(r) for r in rows) + "\n")
+    plan = plan_search(plan_opts(mvtec, tmp_path / "r", throughput_from=str(path)))
+    given = plan_search(plan_opts(mvtec, tmp_path / "r", throughput=163.6))
+    m = plan["throughput_measured"]
+    assert m["images_per_s"] == 163.6 and m["mode"] == "compiled" and m["synthesis"].startswith("workers")
+    assert plan["totals"]["accelerator_hours"] == given["totals"]["accelerator_hours"]
+    assert main(["search", "--data", str(mvtec), "--out", str(tmp_path / "r2"), "--trials", "32",
+                 "--workers-per-trial", "4", "--plan", "--throughput-from", str(path)]) == 0
+    assert f"at 163.6 images/s measured in {path}" in capsys.readouterr().out
+    # a file without the plan's variant and batch is named, with what it holds
+    path.write_text(json.dumps(rows[4]) + "\n")
+    with pytest.raises(DraemZooError, match=r"no training measurement of .*paper.* at batch 8 \(it has: paper batch 32\)"):
+        plan_search(plan_opts(mvtec, tmp_path / "r", throughput_from=str(path)))
+    with pytest.raises(DraemZooError, match="cannot read it"):
+        plan_search(plan_opts(mvtec, tmp_path / "r", throughput_from=str(tmp_path / "missing.jsonl")))
+
+
 def test_plan_at_mvtec_scale_matches_hand_arithmetic(mvtec, tmp_path):
     plan = plan_search(plan_opts(mvtec, tmp_path / "results", throughput=150.0))
     assert not (tmp_path / "results").exists()  # a plan writes nothing

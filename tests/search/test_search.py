@@ -213,6 +213,29 @@ def test_resume_with_more_trials_runs_them_over_the_same_study(cluster, data, tm
     assert len((out / "leaderboard.csv").read_text().splitlines()) == 2
 
 
+def test_trials_validate_at_geometric_rungs_where_asha_cuts(cluster, data, tmp_path):
+    """--rungs 4 on a budget of 27: trials validate at 1, 3, 9 and 27 iterations, ASHA (reduction factor 3)
+    judges them there, and rungs.csv/.md say how the early ranks agree with the later ones."""
+    out = tmp_path / "rungs"
+    run_search(opts(data, out, categories="weave", trials=4, budget=27, final_budget=4, rungs=4, max_concurrent=2))
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["rungs"] == 4 and plan["reduction_factor"] == 3
+    assert plan["categories"]["weave"]["trial"]["val_points"] == [1, 3, 9, 27]
+    trials = [json.loads(p.read_text()) for p in (out / "weave" / "trials").glob("*.json")]
+    assert len(trials) == 4 and all(t["status"] == "TERMINATED" for t in trials)
+    for t in trials:  # a report at every rung the trial reached, nowhere else; stopped trials stopped at a rung
+        iters = [c["iteration"] for c in t["curve"]]
+        assert iters == [1, 3, 9, 27][: len(iters)] and t["iteration"] == iters[-1], t["curve"]
+    assert any(t["iteration"] == 27 for t in trials)  # the first trial at each rung is always promoted
+    rows = list(csv.DictReader((out / "rungs.csv").read_text().splitlines()))
+    pairs = {(int(r["rung"]), int(r["later_rung"])) for r in rows if r["category"] == "weave"}
+    assert pairs == {(1, 3), (1, 9), (1, 27), (3, 9), (3, 27), (9, 27)}
+    first = next(r for r in rows if (r["rung"], r["later_rung"]) == ("1", "3"))
+    assert int(first["trials"]) == sum(1 for t in trials if t["iteration"] >= 3)
+    assert "Does early rank predict final rank?" in (out / "rungs.md").read_text()
+    assert json.loads((out / "search.json").read_text())["options"]["rungs"] == 4
+
+
 TINY_MODEL = ["model.variant=paper-tiny", "model.rec_width=4", "model.disc_width=4", "train.batch_size=4",
               "synthesis.procedural_textures=8", "eval.filter_sizes=1,5"]
 

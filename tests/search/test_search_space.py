@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from draem_zoo.errors import DraemZooError
-from draem_zoo.pipeline.runconfig import RunConfig
+from draem_zoo.pipeline.runconfig import RunConfig, make_run_config
 from draem_zoo.search import results, status
 from draem_zoo.search.space import check_space, load_space, overrides_of, suggest
 
@@ -40,6 +40,17 @@ def test_default_space_is_conditional_and_covers_backbones():
             "timm-convnext_nano"} <= set(seen)
     assert "model.disc_width" in seen["timm-resnet18"] and "model.disc_width" not in seen["paper"]
     assert "_beta_high" in seen["paper"] and "_beta_high" not in overrides_of({"_beta_high": 1, "a.b": 2})
+
+
+def test_the_default_space_evaluates_the_papers_configuration_first():
+    """Trial 0 of every category is the paper's configuration: the run config's own defaults."""
+    drawn = check_space(load_space("search_spaces/default.py"), RunConfig(), draws=3, build_models=False)
+    paper = make_run_config(overrides_of(drawn[0]))
+    ref = RunConfig()
+    assert paper.model == ref.model and paper.loss == ref.loss and paper.synthesis == ref.synthesis
+    assert paper.train.lr == ref.train.lr == 1e-4 and paper.train.batch_size == 8
+    assert drawn[0]["model.variant"] == "paper" and drawn[0]["synthesis.beta"] == [0.0, 0.8]
+    assert drawn[1] != drawn[0]  # then the sampler's own suggestions
 
 
 def test_a_space_can_search_the_recipe(tmp_path):
