@@ -32,6 +32,7 @@ from ..pipeline.runconfig import make_run_config
 from ..pipeline.workflow import validation_recipe
 from ..train.budget import parse_budget
 from . import results
+from .cost import spent
 from .journal import check_journal, reconcile_study
 from .plan import effective_reduction_factor, make_plan
 from .resume import check_resumed, check_trusted, extend_trials, resume_options, trial_segments
@@ -124,10 +125,12 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
         raise DraemZooError(f"--front {opts.front}: give the number of front configurations to retrain (0: none)")
     if opts.validations < 1:
         raise DraemZooError(f"--validations {opts.validations}: each run needs at least one validation")
+    space = load_space(opts.space)
+    if not opts.rungs and space.rungs and not (meta and "rungs" in (meta.get("options") or {})):
+        opts = dataclasses.replace(opts, rungs=space.rungs)  # the space's RUNGS, unless --rungs says otherwise
     if opts.rungs == 1 or opts.rungs < 0:
         raise DraemZooError(f"--rungs {opts.rungs}: give 2 or more geometrically spaced validation points per trial "
                             "(e.g. 4: 1/27, 1/9, 1/3 and all of the budget), or 0 for --validations evenly spaced")
-    space = load_space(opts.space)
     budget = (parse_budget(opts.budget, "--budget") if opts.budget is not None
               else parse_budget(space.budget, f"{opts.space}: BUDGET ="))
     if budget is None:
@@ -177,7 +180,8 @@ def _check_selection(space, base, draws: list[dict[str, Any]]) -> None:
 
 def plan_search(opts: SearchOptions) -> dict[str, Any]:
     """``--plan``: the cost of the search, in seconds, without Ray."""
-    return make_plan(preflight(opts), opts)
+    pre = preflight(opts)
+    return make_plan(pre, pre["opts"])
 
 
 def _start_ray(opts: SearchOptions) -> bool:
@@ -363,6 +367,9 @@ def _run_search(opts: SearchOptions, pre: dict[str, Any], out: Path) -> dict[str
             if log:
                 log.show(status)
         tables = results.write_tables(out)
+        cost = spent(out)
+        if cost:  # what the search cost beside its plan, in search.json too
+            results.write_json(out / "search.json", {**json.loads((out / "search.json").read_text()), "cost": cost})
         studies = search_studies(out)
         return {"results": str(out), "search_id": meta["search_id"], "tables": {k: str(v) for k, v in tables.items()},
                 "categories": {c: {"best_trial": (s.get("best_trial") or {}).get("trial_id"),

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .ablation import write_ablation
+from .cost import cost_line, spent
 from .front import front_board, front_lines, speed_of, write_front
 from .importance import write_importance
 from .records import HEADLINE, _exported_filter_size, _fmt, _load, categories, final_stats, variant_of, write_csv, write_json
@@ -206,6 +207,9 @@ def write_tables(out: Path) -> dict[str, Path]:
               f"{sv['iterations_run']} of {sv['iterations_full']} trial iterations run"
               + (f" ({100 * sv['saved_fraction']:.0f}% of the compute saved)." if sv["saved_fraction"] is not None
                  else ".")]
+    line = cost_line(spent(out))
+    if line:
+        lines += ["", line]
     lines += front_lines([r for r in board if r["role"] == "front"])
     (out / "leaderboard.md").write_text("# Leaderboard\n\n" + "\n".join(lines) + "\n")
 

@@ -57,6 +57,7 @@ class SearchSpace:
     final_budget: str | int | None = None
     points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     final_per: str | None = None  # a parameter: every value's best trial is retrained at the final budget
+    rungs: int = 0  # RUNGS: trials validate at geometric points where ASHA cuts (the default of --rungs)
 
     @property
     def name(self) -> str:
@@ -152,11 +153,15 @@ def load_space(path: str | Path) -> SearchSpace:
     points = module.get("POINTS_TO_EVALUATE") or []
     if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
         raise DraemZooError(f"{path}: POINTS_TO_EVALUATE must be a list of {{param: value}} dicts")
+    rungs = module.get("RUNGS", 0)
+    if not isinstance(rungs, int) or isinstance(rungs, bool) or rungs == 1 or rungs < 0:
+        raise DraemZooError(f"{path}: RUNGS = {rungs!r}: the number of geometrically spaced validation points per "
+                            "trial, 2 or more (e.g. 4: 1/27, 1/9, 1/3 and all of the budget), or 0")
     final_per = module.get("FINAL_PER")
     if final_per is not None and not isinstance(final_per, str):
         raise DraemZooError(f"{path}: FINAL_PER = {final_per!r}: the name of a parameter space(trial) suggests")
     return SearchSpace(path, fn, metric, mode, sampler, module.get("GRID"),
-                       module.get("BUDGET"), module.get("FINAL_BUDGET"), [dict(p) for p in points], final_per)
+                       module.get("BUDGET"), module.get("FINAL_BUDGET"), [dict(p) for p in points], final_per, rungs)
 
 
 def suggest(space: SearchSpace, trial) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,6 +72,14 @@ def test_plan_with_geometric_rungs_at_mvtec_scale(mvtec, tmp_path):
     assert after["accelerator_hours"] < before["accelerator_hours"] / 3.5
     with pytest.raises(DraemZooError, match="--rungs 1"):
         plan_search(plan_opts(mvtec, tmp_path / "c", rungs=1))
+    # a space's RUNGS is the default of --rungs
+    space = tmp_path / "rungs_space.py"
+    space.write_text(Path("search_spaces/default.py").read_text() + "\nRUNGS = 4\n")
+    assert plan_search(plan_opts(mvtec, tmp_path / "d", space=str(space)))["categories"]["bottle"]["trial"][
+        "val_points"] == [153, 459, 1377, 4112]
+    space.write_text(Path("search_spaces/default.py").read_text() + "\nRUNGS = 1\n")
+    with pytest.raises(DraemZooError, match="RUNGS = 1"):
+        plan_search(plan_opts(mvtec, tmp_path / "e", space=str(space)))
 
 
 def test_plan_reads_its_throughput_from_a_gpu_check_file(mvtec, tmp_path, capsys):

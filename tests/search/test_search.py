@@ -233,7 +233,14 @@ def test_trials_validate_at_geometric_rungs_where_asha_cuts(cluster, data, tmp_p
     first = next(r for r in rows if (r["rung"], r["later_rung"]) == ("1", "3"))
     assert int(first["trials"]) == sum(1 for t in trials if t["iteration"] >= 3)
     assert "Does early rank predict final rank?" in (out / "rungs.md").read_text()
-    assert json.loads((out / "search.json").read_text())["options"]["rungs"] == 4
+    meta = json.loads((out / "search.json").read_text())
+    assert meta["options"]["rungs"] == 4
+    # what it cost beside what the plan said (CPU workers are the accelerators here)
+    cost = meta["cost"]
+    assert cost["trials"] == 4 and cost["finals"] == 1 and cost["hours"] > 0 and cost["ratio"] > 0
+    assert cost["samples"] == sum(t["iteration"] for t in trials) * 4 + 4 * 4  # batch 4 (quick.py), one worker
+    assert "Cost: " in (out / "leaderboard.md").read_text()
+    print("rungs search cost", json.dumps(cost))
 
 
 TINY_MODEL = ["model.variant=paper-tiny", "model.rec_width=4", "model.disc_width=4", "train.batch_size=4",
