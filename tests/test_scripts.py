@@ -103,3 +103,30 @@ def test_time_to_quality_runs_end_to_end_and_resumes(tmp_path):
     gap = abs(models["paper-s0"]["new"]["val_score"] - models["paper-s1"]["new"]["val_score"])
     assert p["gap"] == round(gap, 4)
     assert p["gap_in_se"] == round(gap / ((models["paper-s0"]["new"]["se"] + models["paper-s1"]["new"]["se"]) / 2), 2)
+
+
+def test_rank_fidelity_trains_every_config_at_every_rung_and_both_sizes(tmp_path):
+    from draem_zoo.data.demo import make_demo_dataset
+
+    root = make_demo_dataset(tmp_path / "data", categories=("weave",), size=32, n_train=10, n_test_good=2,
+                             n_test_defect=1)
+    out = tmp_path / "fid"
+    cmd = [sys.executable, "scripts/rank_fidelity.py", "--data", str(root), "--category", "weave", "--out", str(out),
+           "--space", "search_spaces/quick.py", "--variants", "paper-tiny", "--configs", "3", "--budget", "9",
+           "--rungs", "3", "--size", "32", "--low-size", "16",
+           *[a for s in ("model.rec_width=4", "model.disc_width=4", "train.batch_size=4", "eval.filter_sizes=1,3",
+                         "synthesis.procedural_textures=8", "data.val_fraction=0.3") for a in ("--set", s)]]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["points"] == [1, 3, 9] and summary["configs"] == 3 and summary["sizes"] == [32, 16]
+    assert set(summary["to_last"]["32"]) == {"1", "3"} and set(summary["low_vs_full"]) == {"1", "3", "9"}
+    lines = (out / "fidelity.csv").read_text().splitlines()
+    assert len(lines) == 1 + 3 * 2 * 3  # configs x sizes x rungs
+    configs = json.loads((out / "configs.json").read_text())
+    assert len(configs) == 3 and all(c["model.variant"] == "paper-tiny" for c in configs)
+    assert "| weave@32px | 1 |" in (out / "tables" / "rungs.md").read_text()
+    # finished runs are read back, not trained again
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "training" not in again.stderr
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == summary
