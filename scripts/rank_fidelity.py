@@ -1,7 +1,7 @@
 """Does a trial's early rank predict its final rank, and does a smaller image size rank alike? (Measured.)
 
-``--configs`` configurations are drawn (seeded) from a search space, restricted to the variants of
-``--variants`` (small ones, so that it fits a CPU), and each is trained to the whole trial budget
+``--configs`` configurations are drawn (seeded) from a search space, each on the small ``--variant``
+(so that it fits a CPU; the space's own variant and widths are set aside), and each is trained to the whole trial budget
 without early stopping, validating at ``--rungs`` geometric points (1/3^(N-1) ... 1/3, 1: where
 ``search --rungs`` puts ASHA's cuts), once at ``--size`` and once at ``--low-size`` (``TRIAL_IMAGE_SIZE``'s
 question). No Ray: the runs train one after the other with the training loop, and a killed run
@@ -13,7 +13,7 @@ size and rung: iteration, val_score), ``rungs.csv``/``rungs.md`` (search.rungs' 
 Spearman of every rung with the last, per size, and of the low size's scores with the full size's.
 
     python scripts/rank_fidelity.py --data ../shared/data --category magnetic_tile --out runs/fidelity \\
-        --space search_spaces/default.py --variants paper-tiny --configs 12 --budget 270 --rungs 4 \\
+        --space search_spaces/default.py --variant paper-tiny --configs 12 --budget 270 --rungs 4 \\
         --size 48 --low-size 24 --set synthesis.anomaly_source=../shared/data/dtd
 """
 
@@ -35,22 +35,26 @@ from draem_zoo.search.rungs import pair_agreement, write_rungs
 from draem_zoo.search.space import load_space, overrides_of, suggest
 from draem_zoo.train.checkpoint import find_checkpoint
 
+WIDTHS = ("model.variant", "model.disc_width", "model.rec_width")  # the variant's own, not the draw's
 
-def draw_configs(space_path: str, variants: list[str], n: int, seed: int) -> list[dict]:
-    """``n`` distinct suggestions of the space whose variant is one of ``variants`` (seeded)."""
+
+def draw_configs(space_path: str, variant: str, n: int, seed: int) -> list[dict]:
+    """``n`` distinct suggestions of the space (seeded), each with its variant (and that variant's widths)
+    replaced by ``variant``: the space's hyperparameters on a model small enough for the budget."""
     space = load_space(space_path)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     out: list[dict] = []
-    for _ in range(200 * n):
+    for _ in range(50 * n):
         trial = study.ask()
-        d = suggest(space, trial)
+        d = {k: v for k, v in suggest(space, trial).items() if k not in WIDTHS}
         study.tell(trial, 0.0)
-        if d.get("model.variant", "paper") in variants and d not in out:
+        d["model.variant"] = variant
+        if d not in out:
             out.append(d)
         if len(out) == n:
             return out
-    raise SystemExit(f"{space_path}: fewer than {n} suggestions with a variant in {variants}")
+    raise SystemExit(f"{space_path}: fewer than {n} distinct suggestions")
 
 
 def run_one(args, name: str, params: dict, size: int, points: list[int]) -> Path:
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--category", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--space", default="search_spaces/default.py")
-    ap.add_argument("--variants", default="paper-tiny", help="comma-separated: the variants drawn configs may use")
+    ap.add_argument("--variant", default="paper-tiny", help="the model every drawn configuration trains")
     ap.add_argument("--configs", type=int, default=12)
     ap.add_argument("--budget", type=int, default=270, help="iterations of every run (the trial budget)")
     ap.add_argument("--rungs", type=int, default=4)
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     RunConfig()  # fail early on a broken install
     _, points = geometric_rungs(args.budget, args.rungs)
-    configs = draw_configs(args.space, [v for v in args.variants.split(",") if v], args.configs, args.seed)
+    configs = draw_configs(args.space, args.variant, args.configs, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "configs.json", json.dumps(configs, indent=1))

@@ -112,7 +112,7 @@ def test_rank_fidelity_trains_every_config_at_every_rung_and_both_sizes(tmp_path
                              n_test_defect=1)
     out = tmp_path / "fid"
     cmd = [sys.executable, "scripts/rank_fidelity.py", "--data", str(root), "--category", "weave", "--out", str(out),
-           "--space", "search_spaces/quick.py", "--variants", "paper-tiny", "--configs", "3", "--budget", "9",
+           "--space", "search_spaces/quick.py", "--variant", "paper-tiny", "--configs", "3", "--budget", "9",
            "--rungs", "3", "--size", "32", "--low-size", "16",
            *[a for s in ("model.rec_width=4", "model.disc_width=4", "train.batch_size=4", "eval.filter_sizes=1,3",
                          "synthesis.procedural_textures=8", "data.val_fraction=0.3") for a in ("--set", s)]]
