@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .records import _load, categories
+from .records import _load, categories, trial_records
 
 
 def _accelerators(workers: int, gpus_per_trial: float, workers_per_trial: int) -> float:
@@ -36,15 +36,14 @@ def spent(out: Path) -> dict[str, Any] | None:
     gpus = float(opts.get("gpus_per_trial") or 0.0)
     trial_s = trial_samples = final_s = final_samples = 0.0
     trials = finals = 0
+    for t in trial_records(out):
+        speeds = [c["it_per_s"] for c in t.get("curve") or [] if c.get("it_per_s")]
+        if not speeds or not t.get("iteration"):
+            continue
+        trials += 1
+        trial_s += t["iteration"] / speeds[-1] * _accelerators(w_trial, gpus, w_trial)
+        trial_samples += t["iteration"] * batch * w_trial
     for cat in categories(out):
-        for path in sorted((out / cat / "trials").glob("*.json")):
-            t = _load(path)
-            speeds = [c["it_per_s"] for c in t.get("curve") or [] if c.get("it_per_s")]
-            if not speeds or not t.get("iteration"):
-                continue
-            trials += 1
-            trial_s += t["iteration"] / speeds[-1] * _accelerators(w_trial, gpus, w_trial)
-            trial_samples += t["iteration"] * batch * w_trial
         summary = _load(out / cat / "summary.json") if (out / cat / "summary.json").is_file() else {}
         for f in summary.get("final") or []:
             m = f.get("metrics") or {}

@@ -50,6 +50,16 @@ def _fmt(x: Any, pct: bool = True) -> str:
     return f"{100 * x:.2f}" if pct else f"{x:.4g}"
 
 
+def trial_records(out: Path) -> list[dict[str, Any]]:
+    """Every trial record of a results folder, each with its category."""
+    recs = []
+    for path in sorted(out.glob("*/trials/*.json")):
+        r = _load(path)
+        r["category"] = path.parent.parent.name
+        recs.append(r)
+    return recs
+
+
 def _exported_filter_size(model_dir: Path) -> int | None:
     try:
         return _load(model_dir / "config.json")["score"]["filter_size"]

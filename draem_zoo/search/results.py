@@ -28,7 +28,18 @@ from .ablation import write_ablation
 from .cost import cost_line, spent
 from .front import front_board, front_lines, speed_of, write_front
 from .importance import write_importance
-from .records import HEADLINE, _exported_filter_size, _fmt, _load, categories, final_stats, variant_of, write_csv, write_json
+from .records import (
+    HEADLINE,
+    _exported_filter_size,
+    _fmt,
+    _load,
+    categories,
+    final_stats,
+    trial_records,
+    variant_of,
+    write_csv,
+    write_json,
+)
 from .rungs import write_rungs
 
 
@@ -69,15 +80,6 @@ def leaderboard(out: Path) -> list[dict[str, Any]]:
         })
         rows += front_board(out, cat, s)
     return rows
-
-
-def trial_records(out: Path) -> list[dict[str, Any]]:
-    recs = []
-    for path in sorted(out.glob("*/trials/*.json")):
-        r = _load(path)
-        r["category"] = path.parent.parent.name
-        recs.append(r)
-    return recs
 
 
 def _mean(vals: list[Any]) -> float | None:

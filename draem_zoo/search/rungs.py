@@ -28,7 +28,7 @@ from typing import Any
 
 from scipy.stats import rankdata, spearmanr
 
-from .records import _load, write_csv
+from .records import _load, trial_records, write_csv
 
 TOP = 3
 
@@ -129,8 +129,6 @@ def rung_rows(records: list[dict[str, Any]], metric: str = "best_val_score", red
 
 def write_rungs(out: Path) -> dict[str, Path]:
     """rungs.csv and rungs.md from the results folder's trial records (nothing when there are none)."""
-    from .results import trial_records  # results imports this module
-
     out = Path(out)
     recs = trial_records(out)
     if not recs:
@@ -165,13 +163,3 @@ def write_rungs(out: Path) -> dict[str, Path]:
               "compare the trials ASHA kept."]
     (out / "rungs.md").write_text("\n".join(lines) + "\n")
     return {"rungs.csv": out / "rungs.csv", "rungs.md": out / "rungs.md"}
-
-
-def summary(pairs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per category, the correlation of every rung with the last one."""
-    out: dict[str, dict[str, Any]] = {}
-    for cat in sorted({r["category"] for r in pairs}):
-        rows = [r for r in pairs if r["category"] == cat]
-        last = max(r["later_rung"] for r in rows)
-        out[cat] = {f"{r['rung']:g}": r["spearman"] for r in rows if r["later_rung"] == last}
-    return out
