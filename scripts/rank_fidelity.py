@@ -77,6 +77,33 @@ def scores_of(model_dir: Path) -> dict[int, float]:
     return {int(r["iteration"]): float(r["val_score"]) for r in history if r.get("val_score") is not None}
 
 
+def report(out: Path, args, points: list[int], sizes: list[int], scores: dict, records: list[dict]) -> dict:
+    """fidelity.csv, the rung tables and fidelity.json over the configurations finished so far."""
+    with open(out / "fidelity.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["config", "size", "iteration", "val_score"])
+        w.writeheader()
+        w.writerows({"config": name, "size": size, "iteration": it, "val_score": round(v, 6)}
+                    for size in sizes for name, got in scores[size].items() for it, v in sorted(got.items()))
+    # the rung tables, each size as a category, through the search's own code
+    for r in records:
+        write_json(out / "tables" / r["category"] / "trials" / f"{r['trial_id']}.json", r)
+    write_json(out / "tables" / "search.json", {"options": {"reduction_factor": 3}})
+    write_rungs(out / "tables")
+    summary: dict = {"points": points, "configs": len(scores[sizes[0]]), "sizes": sizes, "to_last": {}}
+    for size in sizes:
+        best = {t: {it: max(x for j, x in s.items() if j <= it) for it in s} for t, s in scores[size].items()}
+        pairs = pair_agreement(best) if len(best) >= 2 else []
+        summary["to_last"][str(size)] = {str(r["rung"]): r["spearman"] for r in pairs if r["later_rung"] == points[-1]}
+    if len(sizes) > 1:  # the low size's scores against the full size's, rung by rung
+        low, full = scores[sizes[1]], scores[sizes[0]]
+        summary["low_vs_full"] = {}
+        for p in points:
+            both = {t: {0: low[t][p], 1: full[t][p]} for t in full if p in full[t] and p in low.get(t, {})}
+            summary["low_vs_full"][str(p)] = pair_agreement(both)[0]["spearman"] if len(both) >= 3 else None
+    atomic_write_text(out / "fidelity.json", json.dumps(summary, indent=1))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
@@ -98,39 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "configs.json", json.dumps(configs, indent=1))
     sizes = [args.size] + ([args.low_size] if args.low_size else [])
-    rows, records = [], []
     scores: dict[int, dict[str, dict[int, float]]] = {s: {} for s in sizes}
-    for size in sizes:
-        for i, params in enumerate(configs):
-            name = f"c{i:02d}"
+    records: list[dict] = []
+    summary: dict = {}
+    for i, params in enumerate(configs):  # both sizes of a configuration before the next: a stopped run still pairs
+        name = f"c{i:02d}"
+        for size in sizes:
             got = scores_of(run_one(args, name, params, size, points))
             scores[size][name] = got
-            rows += [{"config": name, "size": size, "iteration": it, "val_score": round(v, 6)} for it, v in sorted(got.items())]
             records.append({"trial_id": name, "category": f"{args.category}@{size}px", "status": "TERMINATED",
                             "budget": args.budget, "params": params,
                             "curve": [{"iteration": it, "best_val_score": max(x for j, x in got.items() if j <= it)}
                                       for it in sorted(got)]})
-    with open(out / "fidelity.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["config", "size", "iteration", "val_score"])
-        w.writeheader()
-        w.writerows(rows)
-    # the rung tables, each size as a category, through the search's own code
-    for r in records:
-        write_json(out / "tables" / r["category"] / "trials" / f"{r['trial_id']}.json", r)
-    write_json(out / "tables" / "search.json", {"options": {"reduction_factor": 3}})
-    write_rungs(out / "tables")
-    summary: dict = {"points": points, "configs": len(configs), "sizes": sizes, "to_last": {}}
-    for size in sizes:
-        best = {t: {it: max(x for j, x in s.items() if j <= it) for it in s} for t, s in scores[size].items()}
-        pairs = pair_agreement(best)
-        summary["to_last"][str(size)] = {str(r["rung"]): r["spearman"] for r in pairs if r["later_rung"] == points[-1]}
-    if args.low_size:  # the low size's scores against the full size's, rung by rung and low at the last vs full
-        low, full = scores[args.low_size], scores[args.size]
-        summary["low_vs_full"] = {}
-        for p in points:
-            both = {t: {0: low[t][p], 1: full[t][p]} for t in full if p in full[t] and p in low.get(t, {})}
-            summary["low_vs_full"][str(p)] = pair_agreement(both)[0]["spearman"] if len(both) >= 3 else None
-    atomic_write_text(out / "fidelity.json", json.dumps(summary, indent=1))
+        summary = report(out, args, points, sizes, scores, records)  # after every configuration: partial tables
     print(json.dumps(summary))
     return 0
 

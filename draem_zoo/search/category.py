@@ -196,7 +196,7 @@ class CategorySearch:
         searcher = DurableOptunaSearch(space=sp.fn, metric=sp.metric, mode=sp.mode,
                                        sampler=sp.make_sampler(s.get("seed", 0) + segment, s.get("sampler")),
                                        storage=_optuna_storage(s["storage"], exp), study_name=exp,
-                                       points_to_evaluate=([dict(p) for p in sp.points] or None) if not segment else None)
+                                       points_to_evaluate=(sp.enqueued_points(s.get("sampler")) or None) if not segment else None)
         scheduler = ASHAScheduler(time_attr="iteration", metric=sp.metric, mode=sp.mode, max_t=max_t,
                                   grace_period=self.plan["trial"].get("asha_grace")
                                   or max(every, min(max_t, every * s.get("grace_validations", 2))),

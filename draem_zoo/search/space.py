@@ -75,8 +75,13 @@ class SearchSpace:
         if which == "grid":
             if not self.grid:
                 raise ConfigError(f"{self.path}: SAMPLER = 'grid' needs GRID = {{param: [values, ...]}}")
-            return optuna.samplers.GridSampler(self.grid, seed=seed)
+            return PointsFirstGridSampler(self.grid, self.points, seed=seed)
         raise ConfigError(f"sampler {which!r}: choose one of {', '.join(SAMPLERS)}")
+
+    def enqueued_points(self, sampler: str | None = None) -> list[dict[str, Any]]:
+        """The points a study enqueues before its sampler draws: POINTS_TO_EVALUATE, except under the grid
+        sampler, which runs them first itself (:class:`PointsFirstGridSampler`)."""
+        return [] if (sampler or self.sampler) == "grid" else [dict(p) for p in self.points]
 
     def grid_size(self) -> int | None:
         if not self.grid:
@@ -85,6 +90,23 @@ class SearchSpace:
         for values in self.grid.values():
             n *= len(values)
         return n
+
+
+class PointsFirstGridSampler(optuna.samplers.GridSampler):
+    """Optuna's GridSampler with the space's POINTS_TO_EVALUATE first: trial 0 is the first point.
+
+    GridSampler gives trial n the n-th grid point of its seeded shuffle, and does not count an enqueued
+    trial as visiting its grid point (an enqueued paper point would run twice); so the points are moved to
+    the front of that order instead of being enqueued. A point that names values outside the grid is left
+    to :func:`check_space`'s error."""
+
+    def __init__(self, search_space: dict[str, list], points: list[dict[str, Any]] | None = None,
+                 seed: int | None = None):
+        super().__init__(search_space, seed=seed)
+        names = self._param_names
+        first = [tuple(p[n] for n in names) for p in points or [] if all(n in p for n in names)]
+        first = [g for i, g in enumerate(first) if g in self._all_grids and g not in first[:i]]
+        self._all_grids = first + [g for g in self._all_grids if g not in first]
 
 
 class SpaceFunction:
@@ -204,10 +226,10 @@ def check_space(space: SearchSpace, base, draws: int = 32, build_models: bool = 
     ``sizes``, when given, receives :func:`model_size` of every distinct model built (keyed by its
     variant and widths), so that the search plan needs no second build."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = (optuna.samplers.GridSampler(space.grid, seed=0) if space.sampler == "grid" and space.grid
+    sampler = (space.make_sampler(seed=0) if space.sampler == "grid" and space.grid
                else optuna.samplers.RandomSampler(seed=0))
     study = optuna.create_study(direction="maximize" if space.mode == "max" else "minimize", sampler=sampler)
-    for point in space.points:  # the enqueued points must be values the space can suggest
+    for point in space.enqueued_points():  # the points must be values the space can suggest (checked below)
         study.enqueue_trial(point)
     seen_models: set[str] = set()
     drawn = []

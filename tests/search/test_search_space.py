@@ -156,6 +156,42 @@ def test_points_to_evaluate_come_first():
     assert first == ["paper-tiny", "timm-mobilenetv3_small_100"]
 
 
+def _first_trials(space, n, seed=0):
+    """The first ``n`` suggestions of a category's study set up as the search sets it up (sampler, enqueued points)."""
+    import optuna
+
+    study = optuna.create_study(direction="maximize", sampler=space.make_sampler(seed))
+    for p in space.enqueued_points():
+        study.enqueue_trial(p)
+    drawn = []
+    for _ in range(n):
+        t = study.ask()
+        drawn.append(suggest(space, t))
+        try:
+            study.tell(t, 0.0)
+        except RuntimeError:  # a grid sampler stops the study once its grid is exhausted
+            break
+    return drawn
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_the_paper_configuration_is_trial_0_of_the_default_and_backbones_spaces(seed):
+    paper = RunConfig()
+    default = _first_trials(load_space("search_spaces/default.py"), 3, seed)
+    first = default[0]
+    assert first["model.variant"] == "paper" and not first["model.sspcab"]
+    assert (first["loss.ssim_weight"], first["loss.focal_gamma"], first["train.lr"]) == (
+        paper.loss.ssim_weight, paper.loss.focal_gamma, paper.train.lr)
+    assert tuple(first["synthesis.beta"]) == tuple(paper.synthesis.beta)
+    assert default[1] != first  # after it, the sampler draws
+    space = load_space("search_spaces/backbones.py")
+    grid = _first_trials(space, space.grid_size(), seed)
+    assert grid[0]["model.variant"] == "paper"
+    # the grid sampler runs the point first instead of enqueueing it: every variant exactly once
+    assert sorted(t["model.variant"] for t in grid) == sorted(space.grid["model.variant"])
+    assert space.enqueued_points() == [] and space.enqueued_points("tpe") == [{"model.variant": "paper"}]
+
+
 def _trial(tid, variant, val, speed):
     return {"trial_id": tid, "overrides": {"model.variant": variant, "loss.ssim_weight": 1.0}, "status": "TERMINATED",
             "best_val_score": val, "val_filter_size": 21, "iteration": 40, "budget": 40, "train_seconds": 20.0,
