@@ -39,9 +39,13 @@ from draem_zoo.train.checkpoint import find_checkpoint
 WIDTHS = ("model.variant", "model.disc_width", "model.rec_width")  # the variant's own, not the draw's
 
 
-def draw_configs(space_path: str, variant: str, n: int, seed: int) -> list[dict]:
+SSPCAB_MIN_SIZE = 48  # below it the SSPCAB block sees 2x2 feature maps (model.variants refuses it)
+
+
+def draw_configs(space_path: str, variant: str, n: int, seed: int, sspcab: bool = True) -> list[dict]:
     """``n`` distinct suggestions of the space (seeded), each with its variant (and that variant's widths)
-    replaced by ``variant``: the space's hyperparameters on a model small enough for the budget."""
+    replaced by ``variant``: the space's hyperparameters on a model small enough for the budget. Without
+    ``sspcab`` (image sizes below 48) every draw has SSPCAB off."""
     space = load_space(space_path)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
@@ -50,6 +54,8 @@ def draw_configs(space_path: str, variant: str, n: int, seed: int) -> list[dict]
         trial = study.ask()
         d = {k: v for k, v in suggest(space, trial).items() if k not in WIDTHS}
         study.tell(trial, 0.0)
+        if not sspcab and "model.sspcab" in d:
+            d = {k: v for k, v in d.items() if not k.startswith("model.sspcab_")} | {"model.sspcab": False}
         d["model.variant"] = variant
         if d not in out:
             out.append(d)
@@ -120,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], help="run-config key=value for every run")
     args = ap.parse_args(argv)
     _, points = geometric_rungs(args.budget, args.rungs)
-    configs = draw_configs(args.space, args.variant, args.configs, args.seed)
+    sizes = [args.size] + ([args.low_size] if args.low_size else [])
+    configs = draw_configs(args.space, args.variant, args.configs, args.seed, sspcab=min(sizes) >= SSPCAB_MIN_SIZE)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "configs.json", json.dumps(configs, indent=1))
-    sizes = [args.size] + ([args.low_size] if args.low_size else [])
     scores: dict[int, dict[str, dict[int, float]]] = {s: {} for s in sizes}
     records: list[dict] = []
     summary: dict = {}

@@ -5,8 +5,9 @@ file, the options and the models' sizes (the preflight builds every model the sp
 and its sizes are reused). A team reads this before it books a cluster:
 
 * trials: iterations per rank and epochs, DDP workers, validations per run, ASHA's rungs, the most
-  iterations the trials can run (every trial to the budget) and the expected number (ASHA keeps
-  ``1 / reduction_factor`` of the trials at each rung);
+  iterations the trials can run (every trial to the budget) and the expected number (Tune's
+  asynchronous ASHA simulated by :mod:`.asha`: about ``1 / reduction_factor`` of 32 trials go on at each
+  rung, far more of a handful);
 * finals: iterations per seed and per DDP rank, workers, seeds, validations;
 * checkpoints: bytes per upload (last = weights + Adam's two moments, and best = weights) and what
   the storage retains (trial checkpoints are deleted when a trial ends; a final keeps its last);
@@ -29,30 +30,10 @@ from ..errors import DraemZooError
 from ..pipeline.runconfig import make_run_config
 from ..synthesis.textures import find_images
 from ..train.budget import Budget, every
+from .asha import asha_rungs, expected_iterations
 from .space import overrides_of
 
 FLOAT32 = 4
-
-
-def asha_rungs(max_t: int, grace: int, reduction_factor: float) -> list[int]:
-    """ASHA's milestones (iterations) as Ray Tune's ``AsyncHyperBandScheduler`` places them."""
-    if grace >= max_t:
-        return []
-    n = int(math.log(max_t / grace) / math.log(reduction_factor) + 1)
-    return [int(grace * reduction_factor**k) for k in range(n)]
-
-
-def expected_iterations(total: int, val_every: int, rungs: list[int], reduction_factor: float) -> float:
-    """Iterations one trial runs on average if ASHA keeps 1/rf of the trials at every rung; a trial is
-    judged at its first report (a validation point) at or past a rung."""
-    stops = sorted({min(total, math.ceil(r / val_every) * val_every) for r in rungs} | {total})
-    expected, alive, last = 0.0, 1.0, 0
-    for i, s in enumerate(stops):
-        expected += alive * (s - last)
-        last = s
-        if i < len(stops) - 1:
-            alive /= reduction_factor
-    return expected
 
 
 RUNG_FACTOR = 3  # with --rungs: the points' ratio and ASHA's reduction factor
@@ -135,6 +116,7 @@ def make_plan(pre: dict[str, Any], opts) -> dict[str, Any]:
     if getattr(opts, "throughput_from", None):
         measured = throughput_from(opts.throughput_from, sorted({r.model.variant for r in runs}), batch)
         throughput = measured["images_per_s"]
+    concurrency = opts.max_concurrent or None  # else: as many as the cluster holds, all of them at most
     cats: dict[str, Any] = {}
     for c in pre["categories"]:
         files = scan_category(base.data.root, c, base.data.val_fraction, base.data.split_seed, check_sizes=False)
@@ -144,12 +126,12 @@ def make_plan(pre: dict[str, Any], opts) -> dict[str, Any]:
         if getattr(opts, "rungs", 0):  # validations at ASHA's milestones: a trial is judged where it stops
             grace, points = geometric_rungs(t_it, opts.rungs)
             t_every, t_vals, rungs = 0, len(points), points[:-1]
-            t_exp = expected_iterations(t_it, 1, rungs, rf)
+            t_exp = expected_iterations(t_it, 1, rungs, rf, opts.trials, concurrency)
         else:
             t_every, t_vals = validations_of(t_it, opts.validations)
             grace = max(t_every, min(t_it, t_every * opts.grace_validations))
             rungs, points = asha_rungs(t_it, grace, rf), None
-            t_exp = expected_iterations(t_it, t_every, rungs, rf)
+            t_exp = expected_iterations(t_it, t_every, rungs, rf, opts.trials, concurrency)
         f_it = final_budget.iterations(n, batch, w_final)
         f_every, f_vals = validations_of(f_it, opts.validations)
         n_finals = finalists * opts.final_seeds
@@ -192,6 +174,7 @@ def make_plan(pre: dict[str, Any], opts) -> dict[str, Any]:
     return {"space": str(space.path), "trials_per_category": opts.trials, "workers_per_trial": w_trial,
             "final_workers": w_final, "final_seeds": opts.final_seeds, "validations": opts.validations,
             "reduction_factor": effective_reduction_factor(opts), "rungs": getattr(opts, "rungs", 0),
+            "max_concurrent": opts.max_concurrent or None,
             "throughput_images_per_s": throughput, "throughput_measured": measured,
             "batch_size": batch, "model": {"largest": largest, "variants": sorted({r.model.variant for r in runs})},
             "checkpoint_upload_bytes": upload, "categories": cats, "totals": totals}
@@ -234,8 +217,9 @@ def format_plan(plan: dict[str, Any]) -> str:
         hours += (f", at {m['images_per_s']:g} images/s measured in {m['file']} ({m['variant']}, batch {m['batch']}, "
                   f"{m.get('mode') or '?'}, synthesis {m.get('synthesis') or '?'}"
                   + (f", {m.get('device') or m.get('name')}" if m.get("device") or m.get("name") else "") + ")")
+    inflight = f"{plan['max_concurrent']} trials" if plan.get("max_concurrent") else "all trials"
     lines += ["", f"total: {tot['trials']} trials, {tot['trial_expected_iterations']} trial iterations expected "
-              f"(at most {tot['trial_max_iterations']}), {tot['final_iterations']} final iterations; {hours}",
+              f"(Tune's asynchronous ASHA, {inflight} of a category in flight; at most {tot['trial_max_iterations']}), {tot['final_iterations']} final iterations; {hours}",
               f"storage: {_gb(tot['storage_bytes'])} kept after the search; while the search runs, up to "
               f"{_gb(tot['storage_per_running_trial_bytes'])} per running trial"
               + (f" (peak {_gb(tot['storage_peak_bytes'])} with --max-concurrent)" if tot["storage_peak_bytes"] else "")

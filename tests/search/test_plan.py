@@ -15,8 +15,8 @@ from PIL import Image
 
 from draem_zoo.cli import main
 from draem_zoo.errors import DraemZooError
+from draem_zoo.search.asha import asha_rungs, expected_iterations, simulate
 from draem_zoo.search.driver import SearchOptions, plan_search
-from draem_zoo.search.plan import asha_rungs, expected_iterations
 from draem_zoo.train.budget import Budget, parse_budget
 
 MVTEC_TRAIN = {"bottle": 209, "cable": 224, "capsule": 219, "carpet": 280, "grid": 264, "hazelnut": 391,
@@ -61,15 +61,20 @@ def test_plan_with_geometric_rungs_at_mvtec_scale(mvtec, tmp_path):
         g = -(-it // 27)  # ceil(it / 27): ASHA's grace, its milestones g, 3g, 9g
         assert t["asha_grace"] == g and t["asha_rungs"] == [g, 3 * g, 9 * g], cat
         assert t["val_points"] == [g, 3 * g, 9 * g, it] and t["validations"] == 4, cat
-        # all trials reach g, a third 3g, a ninth 9g, a 27th the end
-        per = g + (3 * g - g) / 3 + (9 * g - 3 * g) / 9 + (it - 9 * g) / 27
-        assert t["expected_iterations"] == round(32 * per), cat
+        # Tune's asynchronous ASHA with the 32 trials in flight: more than the third of the trials a
+        # synchronous halving keeps at each rung (the first to arrive always goes on), well under all of them
+        rule = g + (3 * g - g) / 3 + (9 * g - 3 * g) / 9 + (it - 9 * g) / 27
+        assert t["expected_iterations"] == round(32 * expected_iterations(it, 1, [g, 3 * g, 9 * g], 3, 32)), cat
+        assert 1.2 * 32 * rule < t["expected_iterations"] < 2 * 32 * rule, cat
         assert v["final"] == today["categories"][cat]["final"]  # finals are not touched
     bottle = plan["categories"]["bottle"]["trial"]
-    assert bottle["val_points"] == [153, 459, 1377, 4112] and bottle["expected_iterations"] == 14665
+    assert bottle["val_points"] == [153, 459, 1377, 4112] and bottle["expected_iterations"] == 22117
     before, after = today["totals"], plan["totals"]
-    assert after["trial_expected_iterations"] < before["trial_expected_iterations"] / 5
-    assert after["accelerator_hours"] < before["accelerator_hours"] / 3.5
+    assert after["trial_expected_iterations"] < before["trial_expected_iterations"] / 3.5
+    assert after["accelerator_hours"] < before["accelerator_hours"] / 3.4
+    # fewer trials in flight at once keep more (an early trial meets fewer rivals at a rung)
+    few = plan_search(plan_opts(mvtec, tmp_path / "f", throughput=163.6, rungs=4, max_concurrent=4))
+    assert few["totals"]["trial_expected_iterations"] > 1.2 * after["trial_expected_iterations"]
     with pytest.raises(DraemZooError, match="--rungs 1"):
         plan_search(plan_opts(mvtec, tmp_path / "c", rungs=1))
     # a space's RUNGS is the default of --rungs
@@ -131,14 +136,20 @@ def test_plan_at_mvtec_scale_matches_hand_arithmetic(mvtec, tmp_path):
         # ASHA: grace 2 validations, reduction 2, max_t the budget: rungs at 2 and 4 validations
         assert t["asha_rungs"] == [2 * every, 4 * every], cat
         assert t["max_iterations"] == 32 * it
-        # half the trials pass each rung: 2e + (4e - 2e) / 2 + (it - 4e) / 4 per trial
-        assert t["expected_iterations"] == round(32 * (2 * every + every + (it - 4 * every) / 4)), cat
+        # Tune's asynchronous ASHA (32 trials in flight): a synchronous halving would keep half the trials at
+        # each rung, 2e + (4e - 2e) / 2 + (it - 4e) / 4 per trial; with a reduction factor of 2 the
+        # asynchronous one lands near it (the first to arrive goes on, but so does every score above the
+        # median of those before it), far below the full budget
+        per = expected_iterations(it, every, [2 * every, 4 * every], 2, 32)
+        assert 0.9 * (2 * every + every + (it - 4 * every) / 4) < per < 0.75 * it
+        assert t["expected_iterations"] == round(32 * per), cat
         assert v["decoded_per_node"]["category_images"] == MVTEC_TRAIN[cat]
         # accelerator-hours: (expected trial samples + final samples) / 150 images/s
-        hours = (32 * (2 * every + every + (it - 4 * every) / 4) * 32 + it * 32) / 150 / 3600
+        hours = (32 * per * 32 + it * 32) / 150 / 3600
         assert v["accelerator_hours"] == pytest.approx(hours, abs=1e-3), cat
     bottle = plan["categories"]["bottle"]
-    assert bottle["trial"]["asha_rungs"] == [1646, 3292] and bottle["trial"]["expected_iterations"] == 85568
+    assert bottle["trial"]["asha_rungs"] == [1646, 3292] and bottle["trial"]["expected_iterations"] == round(
+        32 * expected_iterations(4112, 823, [1646, 3292], 2, 32))
     # the largest model the default space suggests is the paper's (97.4 M parameters); one upload is
     # its last checkpoint (weights + Adam's two moments) and its best weights: ~1.56 GB
     big = plan["model"]["largest"]
@@ -199,8 +210,39 @@ def test_asha_rungs_and_expectation_like_ray():
         ours = asha_rungs(max_t, grace, rf)
         theirs = sorted(m for m, _ in _Bracket(grace, max_t, rf, 0)._rungs) if grace < max_t else []
         assert ours == theirs, (max_t, grace, rf)
-    assert expected_iterations(100, 10, [20, 40], 2) == 20 + 20 / 2 + 60 / 4
-    assert expected_iterations(100, 30, [20, 40], 2) == 30 + 30 / 2 + 40 / 4  # judged at the next validation
+
+
+def test_expected_iterations_follow_tunes_asynchronous_asha():
+    import numpy as np
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    # one trial: the first at every milestone always goes on, so it runs the whole budget
+    assert expected_iterations(100, 10, [20, 40], 2, trials=1) == 100
+    # two, one after the other, ranked alike at every milestone: the second goes on (to the end) iff it is
+    # the better one, else stops at the first judgement: (100 + (100 + 20) / 2) / 2 per trial
+    assert expected_iterations(100, 10, [20, 40], 2, trials=2, concurrency=1) == pytest.approx(80, abs=2.5)
+    assert expected_iterations(100, 30, [20, 40], 2, trials=2, concurrency=1) == pytest.approx(82.5, abs=2.5)
+    # many trials: the share that goes on at each judgement settles at 1/rf (the plan's old rule)
+    many = expected_iterations(100, 10, [20, 40], 2, trials=2000, concurrency=50, sims=3)
+    assert many == pytest.approx(20 + 20 / 2 + 60 / 4, rel=0.03)
+    # a handful of trials goes on far more than 1/rf: 4 trials, rungs 1, 3, 9 of 27 at rf 3
+    few = expected_iterations(27, 1, [1, 3, 9], 3, trials=4)
+    assert few > 1.8 * (1 + 2 / 3 + 6 / 9 + 18 / 27)
+    # the simulation's rule is Tune's own: Ray's _Bracket, driven by the same draws, decides alike
+    stops = (3, 9, 27)
+    for trials, conc in ((4, 4), (9, 2), (30, 30)):
+        bracket = _Bracket(3, 81, 3, 0)
+
+        class Trial:
+            def __init__(self, i):
+                self.trial_id = str(i)
+
+        def ray_judge(k, t, score, bracket=bracket):
+            return bracket.on_result(Trial(t), stops[k], score) != "STOP"
+
+        ours = simulate(81, stops, 3, trials, conc, np.random.default_rng(5))
+        theirs = simulate(81, stops, 3, trials, conc, np.random.default_rng(5), judge=ray_judge)
+        assert ours == theirs, (trials, conc)
 
 
 def test_bad_budgets_and_trial_counts_fail_before_anything(mvtec, tmp_path):
