@@ -204,7 +204,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         backbones_final=args.backbones_final, front=args.front,
         resume=args.resume, sets=list(args.set or []), sampler=args.sampler, seed=args.seed, retries=args.retries,
         max_concurrent=args.max_concurrent, lr_scaling=args.lr_scaling, num_cpus=args.num_cpus,
-        progress=not args.quiet, validations=args.validations, rungs=args.rungs, plan=args.plan, throughput=args.throughput,
+        progress=not args.quiet, validations=args.validations, rungs=args.rungs, trial_image_size=args.trial_image_size,
+        warm_start=args.warm_start, plan=args.plan, throughput=args.throughput,
         throughput_from=args.throughput_from,
         given=tuple(sorted(args.given_flags)) if hasattr(args, "given_flags") else None)
     result = run_search(opts)

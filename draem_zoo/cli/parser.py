@@ -129,6 +129,14 @@ def _add_search(sub) -> None:
                    help="trials validate at N geometrically spaced points (1/3^(N-1) ... 1/3, 1 of the trial budget) "
                    "and ASHA (reduction factor 3) cuts there; see rungs.md after a search for whether early rank "
                    "predicts final rank (default 0: --validations evenly spaced, ASHA at 2/5 and 4/5)")
+    p.add_argument("--trial-image-size", type=int, default=None, metavar="PX",
+                   help="trials train and validate at this image size, finals at the run's model.image_size (e.g. "
+                   "128 for 256): about (PX/final)^2 of a trial's cost; default: the space's TRIAL_IMAGE_SIZE; 0: the "
+                   "final's. Use it where scripts/rank_fidelity.py shows the low-resolution ranking agrees")
+    p.add_argument("--warm-start", default=None, metavar="RESULTS",
+                   help="an earlier search's results folder: each category first evaluates its own best configurations "
+                   "there, then the other categories' winners, and reuses (does not retrain) its finished trials that "
+                   "are the same configuration at the same budget")
     p.add_argument("--plan", action="store_true",
                    help="print what the search would cost (iterations, validations, checkpoint bytes, decoding, "
                    "accelerator-hours) and stop: no Ray, no training, seconds")

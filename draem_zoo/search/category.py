@@ -23,6 +23,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from ..errors import DraemZooError
 from ..pipeline.runconfig import RunConfig, make_run_config
 from . import progress
 from .front import front_members
@@ -30,7 +31,8 @@ from .journal import TUNE_TRIAL_ID
 from .records import variant_of
 from .space import load_space, overrides_of
 from .study import journal_storage, load_category_study, segment_experiments
-from .trial import budget_run_config, run_final, trial_resources, trial_trainable
+from .trial import budget_run_config, run_final, trial_resources, trial_run_config, trial_trainable
+from .warm import WARM_ATTR, frozen_trials, read_earlier, reusable, warm_points
 
 try:
     from ray.tune.search.optuna import OptunaSearch as _OptunaSearch
@@ -48,7 +50,27 @@ class DurableOptunaSearch(_OptunaSearch):
     which trials left RUNNING Tune continues (:mod:`.journal`); on restore, a continued trial
     whose study entry the journal lost (a journal cut after damage) gets a new entry with its
     parameters, so that it never reports to a missing trial, or to another trial given its id.
+
+    ``warm_trials`` (``--warm-start``): earlier trials reused as results, added to a new study before
+    the points to evaluate are enqueued (so the study reads: reused, then the first new trials).
     """
+
+    def __init__(self, *args, warm_trials: list[Any] | None = None, **kwargs):
+        self._warm_trials = list(warm_trials or [])
+        super().__init__(*args, **kwargs)
+
+    def _setup_study(self, mode):
+        points, self._points_to_evaluate = self._points_to_evaluate, None
+        try:
+            super()._setup_study(mode)
+        finally:
+            self._points_to_evaluate = points
+        have = {t.user_attrs.get(WARM_ATTR) for t in self._ot_study.get_trials(deepcopy=False)}
+        for t in self._warm_trials:
+            if t.user_attrs.get(WARM_ATTR) not in have:  # a restarted driver added them already
+                self._ot_study.add_trial(t)
+        for point in points or []:
+            self._ot_study.enqueue_trial(point)
 
     def suggest(self, trial_id: str):
         new = trial_id not in self._ot_trials
@@ -172,16 +194,56 @@ class CategorySearch:
         return {"category": self.category, "phase": self.phase, "trials": progress.snapshot(self.settings["experiment"]),
                 "final": [dict(f) for f in self.final]}
 
-    def _tuner(self, resume: bool, segment: int = 0, earlier: list[dict[str, Any]] | None = None) -> tune.Tuner:
+    def _validate_at(self) -> list[float] | None:
+        points = self.plan["trial"].get("val_points")  # --rungs: validate where ASHA cuts
+        return [p / self.plan["trial"]["iterations"] for p in points] if points else None
+
+    def _trial_run(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Everything that makes a trial's training what it is in this search (what a reused result must match)."""
+        s = self.settings
+        run = trial_run_config(params, self.base, s["budget"], s["validations"], self._validate_at(),
+                               s.get("trial_image_size") or 0)
+        return {"run": run.to_dict(), "workers": s["workers_per_trial"], "lr_scaling": s.get("lr_scaling", "none")}
+
+    def warm_start(self) -> dict[str, Any]:
+        """``--warm-start RESULTS`` (:mod:`.warm`): this category's reused earlier results, their study
+        entries, and the points to enqueue; without it the space's own points."""
+        s, sp = self.settings, self.space
+        points = sp.enqueued_points(s.get("sampler"))
+        if not s.get("warm_start"):
+            return {"points": points, "reused": [], "frozen": []}
+        earlier = read_earlier(s["warm_start"], sp.mode)
+        e_meta, e_opts = earlier["meta"], earlier["meta"].get("options") or {}
+        e_trial = ((earlier["plan"].get("categories") or {}).get(self.category) or {}).get("trial")
+
+        def trial_run(params: dict[str, Any], side: str) -> dict[str, Any]:
+            if side == "now":
+                return self._trial_run(params)
+            if not e_trial or "base" not in e_meta:
+                raise DraemZooError("the earlier search did not plan this category")
+            base = make_run_config({"data.category": self.category}, base=RunConfig.from_dict(e_meta["base"])).to_dict()
+            pts = e_trial.get("val_points")
+            run = trial_run_config(params, base, e_meta["budget"], int(e_opts.get("validations", 5)),
+                                   [p / e_trial["iterations"] for p in pts] if pts else None,
+                                   int(e_opts.get("trial_image_size") or 0))
+            return {"run": run.to_dict(), "workers": e_opts.get("workers_per_trial", 1),
+                    "lr_scaling": e_opts.get("lr_scaling", "none")}
+
+        first = (s.get("segments") or [s["trials"]])[0]
+        reused = reusable(earlier, self.category, trial_run)[:first]
+        grid = (s.get("sampler") or sp.sampler) == "grid"  # a grid visits its own points; nothing is enqueued
+        return {"points": [] if grid else warm_points(earlier, self.category, points, reused), "reused": reused,
+                "frozen": frozen_trials(earlier, self.category, reused)}
+
+    def _tuner(self, resume: bool, segment: int = 0, earlier: list[dict[str, Any]] | None = None,
+               warm: dict[str, Any] | None = None) -> tune.Tuner:
         """The Tune experiment of the ``segment``-th batch of trials (:func:`.study.segment_experiments`):
         restored when a resume finds it, else new, over the category's one study."""
         s, sp = self.settings, self.space
         exp = s["experiment"]
         segments = s.get("segments") or [s["trials"]]
         name = segment_experiments(exp, len(segments))[segment]
-        points = self.plan["trial"].get("val_points")  # --rungs: validate where ASHA cuts
-        inner = tune.with_parameters(trial_trainable, base=self.base, settings=dict(
-            s, validate_at=[p / self.plan["trial"]["iterations"] for p in points] if points else None))
+        inner = tune.with_parameters(trial_trainable, base=self.base, settings=dict(s, validate_at=self._validate_at()))
         # Tune registers trainables by name in a registry shared by the whole Ray job: every
         # category's searcher runs in the same job, so a shared name would let one category's
         # trials run with another's base config (its data). One name per experiment.
@@ -196,7 +258,8 @@ class CategorySearch:
         searcher = DurableOptunaSearch(space=sp.fn, metric=sp.metric, mode=sp.mode,
                                        sampler=sp.make_sampler(s.get("seed", 0) + segment, s.get("sampler")),
                                        storage=_optuna_storage(s["storage"], exp), study_name=exp,
-                                       points_to_evaluate=(sp.enqueued_points(s.get("sampler")) or None) if not segment else None)
+                                       points_to_evaluate=(warm["points"] or None) if warm and not segment else None,
+                                       warm_trials=warm["frozen"] if warm and not segment else None)
         scheduler = ASHAScheduler(time_attr="iteration", metric=sp.metric, mode=sp.mode, max_t=max_t,
                                   grace_period=self.plan["trial"].get("asha_grace")
                                   or max(every, min(max_t, every * s.get("grace_validations", 2))),
@@ -206,7 +269,8 @@ class CategorySearch:
         seed_asha(scheduler, earlier or [], sp.metric, sp.mode)
         return tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=segments[segment],
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                        num_samples=segments[segment] - (len(warm["reused"]) if warm and not segment else 0),
                                         max_concurrent_trials=s.get("max_concurrent") or None),
             run_config=tune.RunConfig(name=name, storage_path=s["storage"], verbose=0,
                                       # a one-worker trial trains in the trial: its crash is the trial's
@@ -217,9 +281,11 @@ class CategorySearch:
 
     def run(self, resume: bool = False) -> dict[str, Any]:
         self.phase = "search"
-        trials: list[dict[str, Any]] = []
-        for segment in range(len(self.settings.get("segments") or [1])):  # more trials added by a resume: later
-            trials += [self._record(r) for r in self._tuner(resume, segment, trials).fit()]
+        warm = self.warm_start()
+        trials: list[dict[str, Any]] = list(warm["reused"])  # --warm-start: earlier results, not trained again
+        for segment, n in enumerate(self.settings.get("segments") or [self.settings["trials"]]):
+            if n - (len(warm["reused"]) if not segment else 0) > 0:  # more trials added by a resume: later
+                trials += [self._record(r) for r in self._tuner(resume, segment, trials, warm).fit()]
         scored = [t for t in trials if t["best_val_score"] is not None]
         if not scored:
             self.phase = "failed"

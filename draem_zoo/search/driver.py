@@ -39,6 +39,7 @@ from .resume import check_resumed, check_trusted, extend_trials, resume_options,
 from .space import check_space, load_space, overrides_of
 from .status import ProgressLog
 from .study import dashboard_lines, is_object_store, journal_path, search_studies, segment_experiments
+from .warm import read_earlier
 
 
 @dataclasses.dataclass
@@ -66,6 +67,8 @@ class SearchOptions:
     retries: int = 2
     validations: int = 5
     rungs: int = 0  # >= 2: trials validate at geometric points, ASHA (reduction factor 3) cuts there (.plan)
+    trial_image_size: int | None = None  # trials' model.image_size; None: the space's TRIAL_IMAGE_SIZE; 0: the final's
+    warm_start: str | None = None  # an earlier search's results: its winners first, its same-run results reused (.warm)
     reduction_factor: int = 2
     grace_validations: int = 2
     max_concurrent: int | None = None
@@ -138,6 +141,13 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
                             "'100 epochs') or set BUDGET in the space file")
     final_budget = (parse_budget(opts.final_budget, "--final-budget") if opts.final_budget is not None
                     else parse_budget(space.final_budget or 0, f"{opts.space}: FINAL_BUDGET ="))
+    if opts.trial_image_size is None:  # the space's; where its runs are that small already, trials run at theirs
+        sizes_now = {make_run_config(overrides_of(p), base=make_run_config(list(opts.sets))).model.image_size
+                     for p in space.points} | {make_run_config(list(opts.sets)).model.image_size}
+        tis = space.trial_image_size if space.trial_image_size < min(sizes_now) else 0
+        opts = dataclasses.replace(opts, trial_image_size=tis)
+    if opts.warm_start:  # checked before anything starts; each category's actor reads it again
+        opts = dataclasses.replace(opts, warm_start=read_earlier(opts.warm_start, space.mode)["out"])
     data = str(Path(opts.data).expanduser().resolve())
     wanted = select_categories(data, opts.categories, "search")
     base = make_run_config([f"data.root={data}", *opts.sets])
@@ -151,6 +161,7 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
     sizes: dict[str, dict[str, int]] = {}
     draws = check_space(space, base, sizes=sizes)
     _check_selection(space, base, draws)
+    _check_trial_image_size(opts, space, base, draws)
     if opts.lr_scaling not in ("none", "linear", "sqrt"):
         raise DraemZooError(f"--lr-scaling {opts.lr_scaling}: use none, linear or sqrt")
     storage = None if opts.plan else _check_storage(opts.storage or str(out / "ray"))
@@ -161,6 +172,25 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
         check_resumed(opts, pre, meta)
         check_trusted(out, storage, meta["search_id"])
     return pre
+
+
+def _check_trial_image_size(opts: SearchOptions, space, base, draws: list[dict[str, Any]]) -> None:
+    """Trials at a lower image size than their finals: every suggestion must also be a valid run there."""
+    tis = opts.trial_image_size
+    if not tis:
+        return
+    if tis < 32:
+        raise DraemZooError(f"--trial-image-size {tis}: at least 32 (or 0: trials at the final's image size)")
+    for d in draws or [{}]:
+        run = make_run_config(overrides_of(d), base=base)
+        if tis >= run.model.image_size:
+            raise DraemZooError(f"--trial-image-size {tis}: not below the final's model.image_size "
+                                f"{run.model.image_size}; give a smaller size, or 0 to train trials at the final's")
+        try:
+            make_run_config({"model.image_size": tis}, base=run)
+        except DraemZooError as exc:
+            raise DraemZooError(f"--trial-image-size {tis}: {space.path} suggests {d}, which is no valid run at "
+                                f"{tis} px: {exc}") from None
 
 
 def _check_selection(space, base, draws: list[dict[str, Any]]) -> None:
@@ -336,6 +366,7 @@ def _run_search(opts: SearchOptions, pre: dict[str, Any], out: Path) -> dict[str
                     "final_seeds": opts.final_seeds, "backbones_final": opts.backbones_final, "front": opts.front,
                     "retries": opts.retries, "sampler": opts.sampler,
                     "seed": opts.seed, "reduction_factor": effective_reduction_factor(opts), "rungs": opts.rungs,
+                    "trial_image_size": opts.trial_image_size or 0, "warm_start": opts.warm_start,
                     "grace_validations": opts.grace_validations, "lr_scaling": opts.lr_scaling,
                     "max_concurrent": _max_concurrent(opts, res, len(pre["categories"])),
                     "crash_at_iteration": opts.crash_at_iteration,

@@ -116,6 +116,11 @@ def make_plan(pre: dict[str, Any], opts) -> dict[str, Any]:
     if getattr(opts, "throughput_from", None):
         measured = throughput_from(opts.throughput_from, sorted({r.model.variant for r in runs}), batch)
         throughput = measured["images_per_s"]
+    final_px = max(r.model.image_size for r in runs)
+    trial_px = getattr(opts, "trial_image_size", None) or final_px
+    # a trial's step at TRIAL_IMAGE_SIZE costs its share of pixels of one at the size the throughput was
+    # measured at (the final's): convolutions and synthesis scale with pixels (a first-order estimate)
+    px_share = (trial_px / final_px) ** 2
     concurrency = opts.max_concurrent or None  # else: as many as the cluster holds, all of them at most
     cats: dict[str, Any] = {}
     for c in pre["categories"]:
@@ -139,11 +144,11 @@ def make_plan(pre: dict[str, Any], opts) -> dict[str, Any]:
         final_samples = n_finals * f_it * batch * w_final
         hours = None
         if throughput:
-            hours = (trial_samples + final_samples) / throughput / 3600
+            hours = (trial_samples * px_share + final_samples) / throughput / 3600
         cats[c] = {
             "n_train": n, "n_val": n_val, "n_test": n_test,
             "trial": {"budget": str(trial_budget), "iterations": t_it, "epochs": round(t_it * batch * w_trial / n, 2),
-                      "batch_size": batch, "workers": w_trial, "validations": t_vals, "val_every": t_every,
+                      "batch_size": batch, "workers": w_trial, "image_size": trial_px, "validations": t_vals, "val_every": t_every,
                       "asha_rungs": rungs, "asha_grace": grace, "val_points": points, "max_iterations": opts.trials * t_it,
                       "expected_iterations": round(opts.trials * t_exp), "uploads_max": opts.trials * t_vals},
             "final": {"budget": str(final_budget), "iterations": f_it, "workers": w_final,
@@ -175,6 +180,7 @@ def make_plan(pre: dict[str, Any], opts) -> dict[str, Any]:
             "final_workers": w_final, "final_seeds": opts.final_seeds, "validations": opts.validations,
             "reduction_factor": effective_reduction_factor(opts), "rungs": getattr(opts, "rungs", 0),
             "max_concurrent": opts.max_concurrent or None,
+            "image_size": {"trial": trial_px, "final": final_px, "trial_pixel_share": round(px_share, 4)},
             "throughput_images_per_s": throughput, "throughput_measured": measured,
             "batch_size": batch, "model": {"largest": largest, "variants": sorted({r.model.variant for r in runs})},
             "checkpoint_upload_bytes": upload, "categories": cats, "totals": totals}
@@ -194,6 +200,9 @@ def format_plan(plan: dict[str, Any]) -> str:
         + (f"trials validating at {plan['rungs']} geometric rungs (ASHA reduction factor {plan['reduction_factor']:g}), "
            f"{plan['validations']} validations per final" if plan.get("rungs")
            else f"{plan['validations']} validations per run (ASHA reduction factor {plan['reduction_factor']:g})"),
+        *([f"trials at {plan['image_size']['trial']} px, finals at {plan['image_size']['final']} px: a trial step "
+           f"priced at {plan['image_size']['trial_pixel_share']:g} of a final one (its share of pixels)"]
+          if plan["image_size"]["trial"] != plan["image_size"]["final"] else []),
         f"largest model: {m['params'] / 1e6:.1f} M parameters; one checkpoint upload "
         f"{_gb(plan['checkpoint_upload_bytes'])} (weights + Adam moments, and the best weights)",
         "",
@@ -219,7 +228,8 @@ def format_plan(plan: dict[str, Any]) -> str:
                   + (f", {m.get('device') or m.get('name')}" if m.get("device") or m.get("name") else "") + ")")
     inflight = f"{plan['max_concurrent']} trials" if plan.get("max_concurrent") else "all trials"
     lines += ["", f"total: {tot['trials']} trials, {tot['trial_expected_iterations']} trial iterations expected "
-              f"(Tune's asynchronous ASHA, {inflight} of a category in flight; at most {tot['trial_max_iterations']}), {tot['final_iterations']} final iterations; {hours}",
+              f"(Tune's asynchronous ASHA, {inflight} of a category in flight; at most {tot['trial_max_iterations']}), "
+              f"{tot['final_iterations']} final iterations; {hours}",
               f"storage: {_gb(tot['storage_bytes'])} kept after the search; while the search runs, up to "
               f"{_gb(tot['storage_per_running_trial_bytes'])} per running trial"
               + (f" (peak {_gb(tot['storage_peak_bytes'])} with --max-concurrent)" if tot["storage_peak_bytes"] else "")

@@ -34,7 +34,8 @@ from .study import is_object_store
 
 # SearchOptions field -> the flag a person types (reduction_factor and grace_validations have no flag)
 SHAPING = {"trials": "--trials", "budget": "--budget", "final_budget": "--final-budget",
-           "validations": "--validations", "rungs": "--rungs", "reduction_factor": "reduction_factor",
+           "validations": "--validations", "rungs": "--rungs",
+           "trial_image_size": "--trial-image-size", "warm_start": "--warm-start", "reduction_factor": "reduction_factor",
            "grace_validations": "grace_validations", "space": "--space", "categories": "--categories",
            "seed": "--seed", "final_seeds": "--final-seeds", "workers_per_trial": "--workers-per-trial",
            "final_workers": "--final-workers", "gpus_per_trial": "--gpus-per-trial",

@@ -11,6 +11,9 @@
                                 # optional: the first trials of every category take these
                                 # (partial) parameters, the sampler draws the rest; e.g. every
                                 # backbone once, so that each has a trial to compare
+    TRIAL_IMAGE_SIZE = 128      # optional: trials train and validate at this image size, finals at
+                                # the run's own (model.image_size); use it where rank_fidelity's
+                                # measurement shows the low-resolution ranking agrees (README)
     FINAL_PER = "_row"          # optional: retrain the best trial of every value of this parameter
                                 # at the final budget and test it (not only the best trial's):
                                 # an ablation's rows (search_spaces/ablation.py)
@@ -58,6 +61,7 @@ class SearchSpace:
     points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     final_per: str | None = None  # a parameter: every value's best trial is retrained at the final budget
     rungs: int = 0  # RUNGS: trials validate at geometric points where ASHA cuts (the default of --rungs)
+    trial_image_size: int = 0  # TRIAL_IMAGE_SIZE: trials' model.image_size (0: the run's own, as the finals)
 
     @property
     def name(self) -> str:
@@ -179,11 +183,15 @@ def load_space(path: str | Path) -> SearchSpace:
     if not isinstance(rungs, int) or isinstance(rungs, bool) or rungs == 1 or rungs < 0:
         raise DraemZooError(f"{path}: RUNGS = {rungs!r}: the number of geometrically spaced validation points per "
                             "trial, 2 or more (e.g. 4: 1/27, 1/9, 1/3 and all of the budget), or 0")
+    tis = module.get("TRIAL_IMAGE_SIZE", 0)
+    if not isinstance(tis, int) or isinstance(tis, bool) or (tis and tis < 32):
+        raise DraemZooError(f"{path}: TRIAL_IMAGE_SIZE = {tis!r}: the image size trials train at (e.g. 128 for a "
+                            "256 px final), at least 32, or 0 for the final's")
     final_per = module.get("FINAL_PER")
     if final_per is not None and not isinstance(final_per, str):
         raise DraemZooError(f"{path}: FINAL_PER = {final_per!r}: the name of a parameter space(trial) suggests")
     return SearchSpace(path, fn, metric, mode, sampler, module.get("GRID"),
-                       module.get("BUDGET"), module.get("FINAL_BUDGET"), [dict(p) for p in points], final_per, rungs)
+                       module.get("BUDGET"), module.get("FINAL_BUDGET"), [dict(p) for p in points], final_per, rungs, tis)
 
 
 def suggest(space: SearchSpace, trial) -> dict[str, Any]:

@@ -238,10 +238,13 @@ def budget_run_config(run: RunConfig, budget: Any, validations: int, validate_at
 
 
 def trial_run_config(params: dict[str, Any], base: dict[str, Any], budget: Any, validations: int,
-                     validate_at: list[float] | None = None) -> RunConfig:
-    """The run a trial stands for: base config + suggestion, the search budget, validation cadence."""
-    return budget_run_config(make_run_config(overrides_of(params), base=RunConfig.from_dict(base)), budget,
-                             validations, validate_at)
+                     validate_at: list[float] | None = None, image_size: int = 0) -> RunConfig:
+    """The run a trial stands for: base config + suggestion, the search budget, validation cadence, and
+    ``image_size`` (TRIAL_IMAGE_SIZE) where trials train smaller than their finals."""
+    run = make_run_config(overrides_of(params), base=RunConfig.from_dict(base))
+    if image_size:
+        run = make_run_config({"model.image_size": image_size}, base=run)
+    return budget_run_config(run, budget, validations, validate_at)
 
 
 def trial_resources(settings: dict[str, Any]) -> dict[str, float]:
@@ -259,7 +262,8 @@ def trial_trainable(config: dict[str, Any], base: dict[str, Any] | None = None,
                     settings: dict[str, Any] | None = None) -> None:
     """Tune function trainable: one search trial. Search trials never evaluate the test split."""
     trial_id = tune.get_context().get_trial_id()
-    run = trial_run_config(config, base, settings["budget"], settings["validations"], settings.get("validate_at"))
+    run = trial_run_config(config, base, settings["budget"], settings["validations"], settings.get("validate_at"),
+                           settings.get("trial_image_size") or 0)
     name = f"{settings['experiment']}-{trial_id}"
     if settings["workers_per_trial"] == 1:
         worker_loop(loop_config(run, name, settings, False, False, settings.get("cpus_per_worker", 1.0)),

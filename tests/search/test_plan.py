@@ -44,8 +44,22 @@ def mvtec(tmp_path_factory):
     return root
 
 
+PAPER_SCHEDULE = "search_spaces/default.py"  # with its fidelity schedule set aside (the fixture below)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def paper_schedule(tmp_path_factory):
+    """default.py at the paper's schedule for every trial (no rungs, full size): the hand arithmetic below."""
+    global PAPER_SCHEDULE
+    path = tmp_path_factory.mktemp("space") / "default_full.py"
+    path.write_text(Path("search_spaces/default.py").read_text() + "\nRUNGS = 0\nTRIAL_IMAGE_SIZE = 0\n")
+    PAPER_SCHEDULE = str(path)
+    yield
+    PAPER_SCHEDULE = "search_spaces/default.py"
+
+
 def plan_opts(root, out, **kw):
-    base = dict(data=str(root), out=str(out), space="search_spaces/default.py", trials=32, workers_per_trial=4,
+    base = dict(data=str(root), out=str(out), space=PAPER_SCHEDULE, trials=32, workers_per_trial=4,
                 progress=False, plan=True)
     return SearchOptions(**{**base, **kw})
 
@@ -85,6 +99,38 @@ def test_plan_with_geometric_rungs_at_mvtec_scale(mvtec, tmp_path):
     space.write_text(Path("search_spaces/default.py").read_text() + "\nRUNGS = 1\n")
     with pytest.raises(DraemZooError, match="RUNGS = 1"):
         plan_search(plan_opts(mvtec, tmp_path / "e", space=str(space)))
+
+
+def test_plan_prices_trials_at_their_image_size(mvtec, tmp_path):
+    """TRIAL_IMAGE_SIZE 128 under a 256 px final: the same iterations, each trial step priced at a quarter of
+    a final one (its share of pixels); the space's value is the default of --trial-image-size."""
+    full = plan_search(plan_opts(mvtec, tmp_path / "a", throughput=163.6, rungs=4))
+    low = plan_search(plan_opts(mvtec, tmp_path / "b", throughput=163.6, rungs=4, trial_image_size=128))
+    assert low["image_size"] == {"trial": 128, "final": 256, "trial_pixel_share": 0.25}
+    assert full["image_size"] == {"trial": 256, "final": 256, "trial_pixel_share": 1.0}
+    for cat, v in low["categories"].items():
+        t, f = v["trial"], v["final"]
+        assert t["image_size"] == 128 and t["expected_iterations"] == full["categories"][cat]["trial"]["expected_iterations"]
+        hand = (t["expected_iterations"] * 32 * 0.25 + f["iterations"] * 32) / 163.6 / 3600
+        assert v["accelerator_hours"] == pytest.approx(hand, abs=1e-3), cat
+    assert low["totals"]["accelerator_hours"] < 0.4 * full["totals"]["accelerator_hours"]
+    assert low["totals"]["accelerator_hours"] < 18  # the issue's target for MVTec AD at 163.6 images/s
+    # the default space's measured schedule (RUNGS = 3, TRIAL_IMAGE_SIZE = 128): within the 18 hours
+    default = plan_search(plan_opts(mvtec, tmp_path / "g", throughput=163.6, space="search_spaces/default.py"))
+    assert default["rungs"] == 3 and default["image_size"]["trial"] == 128
+    assert default["categories"]["bottle"]["trial"]["val_points"] == [457, 1371, 4112]
+    assert 12 < default["totals"]["accelerator_hours"] < 18
+    with pytest.raises(DraemZooError, match="--trial-image-size 256: not below"):
+        plan_search(plan_opts(mvtec, tmp_path / "c", trial_image_size=256))
+    space = tmp_path / "tis_space.py"
+    space.write_text(Path("search_spaces/default.py").read_text() + "\nTRIAL_IMAGE_SIZE = 128\n")
+    assert plan_search(plan_opts(mvtec, tmp_path / "d", space=str(space), rungs=4))["image_size"]["trial"] == 128
+    # --trial-image-size 0 sets the space's aside: trials at the final's size
+    assert plan_search(plan_opts(mvtec, tmp_path / "e", space=str(space), rungs=4,
+                                 trial_image_size=0))["image_size"]["trial"] == 256
+    space.write_text(Path("search_spaces/default.py").read_text() + "\nTRIAL_IMAGE_SIZE = 16\n")
+    with pytest.raises(DraemZooError, match="TRIAL_IMAGE_SIZE = 16"):
+        plan_search(plan_opts(mvtec, tmp_path / "f", space=str(space)))
 
 
 def test_plan_reads_its_throughput_from_a_gpu_check_file(mvtec, tmp_path, capsys):

@@ -215,11 +215,14 @@ def test_resume_with_more_trials_runs_them_over_the_same_study(cluster, data, tm
 
 def test_trials_validate_at_geometric_rungs_where_asha_cuts(cluster, data, tmp_path):
     """--rungs 4 on a budget of 27: trials validate at 1, 3, 9 and 27 iterations, ASHA (reduction factor 3)
-    judges them there, and rungs.csv/.md say how the early ranks agree with the later ones."""
+    judges them there, and rungs.csv/.md say how the early ranks agree with the later ones. With
+    --trial-image-size 32 the trials train at 32 px and the final at the run's 48 px."""
     out = tmp_path / "rungs"
-    run_search(opts(data, out, categories="weave", trials=4, budget=27, final_budget=4, rungs=4, max_concurrent=2))
+    run_search(opts(data, out, categories="weave", trials=4, budget=27, final_budget=4, rungs=4, max_concurrent=2,
+                    sets=["model.image_size=48", "eval.batch_size=64"], trial_image_size=32))
     plan = json.loads((out / "plan.json").read_text())
     assert plan["rungs"] == 4 and plan["reduction_factor"] == 3
+    assert plan["image_size"] == {"trial": 32, "final": 48, "trial_pixel_share": round((32 / 48) ** 2, 4)}
     assert plan["categories"]["weave"]["trial"]["val_points"] == [1, 3, 9, 27]
     trials = [json.loads(p.read_text()) for p in (out / "weave" / "trials").glob("*.json")]
     assert len(trials) == 4 and all(t["status"] == "TERMINATED" for t in trials)
@@ -227,6 +230,10 @@ def test_trials_validate_at_geometric_rungs_where_asha_cuts(cluster, data, tmp_p
         iters = [c["iteration"] for c in t["curve"]]
         assert iters == [1, 3, 9, 27][: len(iters)] and t["iteration"] == iters[-1], t["curve"]
     assert any(t["iteration"] == 27 for t in trials)  # the first trial at each rung is always promoted
+    assert {t["infer_image_size"] for t in trials} == {32}  # trials at TRIAL_IMAGE_SIZE ...
+    final_cfg = json.loads((out / "weave" / "best" / "config.json").read_text())
+    assert final_cfg["run"]["model"]["image_size"] == 48  # ... the final at its own
+    assert load(str(out / "weave" / "best")).predict(__import__("torch").rand(1, 3, 48, 48)).score.shape == (1,)
     rows = list(csv.DictReader((out / "rungs.csv").read_text().splitlines()))
     pairs = {(int(r["rung"]), int(r["later_rung"])) for r in rows if r["category"] == "weave"}
     assert pairs == {(1, 3), (1, 9), (1, 27), (3, 9), (3, 27), (9, 27)}
@@ -238,9 +245,48 @@ def test_trials_validate_at_geometric_rungs_where_asha_cuts(cluster, data, tmp_p
     # what it cost beside what the plan said (CPU workers are the accelerators here)
     cost = meta["cost"]
     assert cost["trials"] == 4 and cost["finals"] == 1 and cost["hours"] > 0 and cost["ratio"] > 0
-    assert cost["samples"] == sum(t["iteration"] for t in trials) * 4 + 4 * 4  # batch 4 (quick.py), one worker
+    # batch 4 (quick.py), one worker; a trial's samples count at their share of the final's pixels
+    share = plan["image_size"]["trial_pixel_share"]
+    assert cost["samples"] == int(sum(t["iteration"] for t in trials) * 4 * share + 4 * 4)
     assert "Cost: " in (out / "leaderboard.md").read_text()
     print("rungs search cost", json.dumps(cost))
+
+
+def test_warm_start_enqueues_earlier_winners_and_reuses_same_run_results(cluster, data, tmp_path):
+    """--warm-start A: weave (not in A) first evaluates granite's winner; granite reuses A's finished trials
+    (same configuration, same budget) as results, in its study and its records, and trains only the rest."""
+    from draem_zoo.search.study import load_category_study
+    from draem_zoo.search.warm import WARM_ATTR
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_search(opts(data, a, categories="granite", trials=3, budget=8, final_budget=4, max_concurrent=2))
+    earlier = [json.loads(p.read_text()) for p in (a / "granite" / "trials").glob("*.json")]
+    done = [t for t in earlier if t["status"] == "TERMINATED" and t["best_val_score"] is not None]
+    assert len(done) == 3
+    winner = max(done, key=lambda t: t["best_val_score"])
+    run_search(opts(data, b, categories="weave,granite", trials=4, budget=8, final_budget=4, max_concurrent=2,
+                    warm_start=str(a)))
+    meta = json.loads((b / "search.json").read_text())
+    assert meta["options"]["warm_start"] == str(a.resolve())
+    weave = load_category_study(str(b / "ray"), f"{meta['search_id']}-weave")
+    # the journal: trial 0 is granite's winner (its suggested parameters; the record adds the space's constants)
+    first = weave.trials[0].params
+    assert len(first) >= 4 and first == {k: v for k, v in winner["params"].items() if k in first}
+    assert not any(WARM_ATTR in t.user_attrs for t in weave.trials) and len(weave.trials) == 4
+    # granite: A's three results reused (not trained again), one new trial trained
+    recs = [json.loads(p.read_text()) for p in (b / "granite" / "trials").glob("*.json")]
+    reused = [t for t in recs if t.get("reused_from")]
+    assert sorted(t["trial_id"] for t in reused) == sorted(t["trial_id"] for t in done) and len(recs) == 4
+    assert all(t["reused_from"].endswith("/" + t["trial_id"]) for t in reused)
+    granite = load_category_study(str(b / "ray"), f"{meta['search_id']}-granite")
+    copies = [t for t in granite.trials if WARM_ATTR in t.user_attrs]
+    assert [t.number for t in copies] == [0, 1, 2] and len(granite.trials) == 4
+    assert sorted(t.value for t in copies) == sorted(t["best_val_score"] for t in done)
+    summary = json.loads((b / "granite" / "summary.json").read_text())
+    assert summary["best_trial"]["best_val_score"] >= winner["best_val_score"]  # never below what A found
+    cost = meta["cost"]
+    assert cost["reused_trials"] == 3 and cost["trials"] == 4 + 1  # the reused cost nothing here
+    assert "reused from the --warm-start search" in (b / "leaderboard.md").read_text()
 
 
 TINY_MODEL = ["model.variant=paper-tiny", "model.rec_width=4", "model.disc_width=4", "train.batch_size=4",
