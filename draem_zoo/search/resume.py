@@ -70,6 +70,8 @@ def _same(name: str, now: Any, then: Any, meta: dict[str, Any]) -> bool:
         return str(parse_budget(now, SHAPING[name])) == str(meta.get(name, parse_budget(then, SHAPING[name])))
     if name == "storage":
         return _storage_of(now) == meta.get("storage", _storage_of(then))
+    if name == "warm_start":  # recorded resolved
+        return _storage_of(now) == _storage_of(then)
     return now == then
 
 

@@ -348,7 +348,7 @@ def test_a_flag_typed_at_its_default_is_a_change_on_resume(data, tmp_path, capsy
     _started(data, out, trials=3)
     argv = ["search", "--data", str(data), "--out", str(out), "--resume", "--validations", "5", "--plan"]
     parser = cli.build_parser()
-    assert cli.typed_flags(parser, "search", [*argv, "--trial=2"]) == {"data", "out", "resume", "validations",
+    assert cli.typed_flags(parser, "search", [*argv, "--trials=2"]) == {"data", "out", "resume", "validations",
                                                                        "plan", "trials"}
     given = SearchOptions(data=str(data), out=str(out), resume=True, trials=2, validations=5,
                           given=("data", "out", "resume", "trials", "validations"))
