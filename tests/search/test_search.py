@@ -390,6 +390,11 @@ def test_final_at_the_paper_budget_validates_five_times_and_leaves_nothing(clust
     assert [h["iteration"] for h in history if h.get("val_score") is not None] == [140, 280, 420, 560, 700]
     plan = json.loads((out / "plan.json").read_text())["categories"]["weave"]
     assert plan["final"]["iterations"] == 700 and plan["final"]["validations"] == 5
+    # what it spent is within 20% of the plan: the plan's samples (ASHA's expected trial stops, the final's
+    # budget) priced at the throughput the search measured, against the accelerator-hours it measured
+    cost = json.loads((out / "search.json").read_text())["cost"]
+    assert cost["trials"] == 2 and cost["finals"] == 1 and cost["hours"] > 0
+    assert 0.8 <= cost["ratio"] <= 1.2, cost
     exp = out / "ray" / f"{json.loads((out / 'search.json').read_text())['search_id']}-weave"
     for trial_dir in exp.glob("trial_*"):  # a finished trial keeps its tiny marker, nothing heavier
         for ckpt in trial_dir.glob("checkpoint_*"):
