@@ -29,14 +29,13 @@ from ..data.mvtec import scan_category, select_categories
 from ..errors import DraemZooError
 from ..files import OutputLock, swap_in
 from ..pipeline.runconfig import make_run_config
-from ..pipeline.workflow import validation_recipe
 from ..train.budget import parse_budget
 from . import results
 from .cost import spent
 from .journal import check_journal, reconcile_study
 from .plan import effective_reduction_factor, make_plan
 from .resume import check_resumed, check_trusted, extend_trials, resume_options, trial_segments
-from .space import check_space, load_space, overrides_of
+from .space import check_selection, check_space, check_trial_image_size, load_space, overrides_of
 from .status import ProgressLog
 from .study import dashboard_lines, is_object_store, journal_path, search_studies, segment_experiments
 from .warm import read_earlier
@@ -160,8 +159,8 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
                                 "selects on validation data, so it needs at least 2 training images")
     sizes: dict[str, dict[str, int]] = {}
     draws = check_space(space, base, sizes=sizes)
-    _check_selection(space, base, draws)
-    _check_trial_image_size(opts, space, base, draws)
+    check_selection(space, base, draws)
+    check_trial_image_size(space, base, draws, opts.trial_image_size)
     if opts.lr_scaling not in ("none", "linear", "sqrt"):
         raise DraemZooError(f"--lr-scaling {opts.lr_scaling}: use none, linear or sqrt")
     storage = None if opts.plan else _check_storage(opts.storage or str(out / "ray"))
@@ -172,40 +171,6 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
         check_resumed(opts, pre, meta)
         check_trusted(out, storage, meta["search_id"])
     return pre
-
-
-def _check_trial_image_size(opts: SearchOptions, space, base, draws: list[dict[str, Any]]) -> None:
-    """Trials at a lower image size than their finals: every suggestion must also be a valid run there."""
-    tis = opts.trial_image_size
-    if not tis:
-        return
-    if tis < 32:
-        raise DraemZooError(f"--trial-image-size {tis}: at least 32 (or 0: trials at the final's image size)")
-    for d in draws or [{}]:
-        run = make_run_config(overrides_of(d), base=base)
-        if tis >= run.model.image_size:
-            raise DraemZooError(f"--trial-image-size {tis}: not below the final's model.image_size "
-                                f"{run.model.image_size}; give a smaller size, or 0 to train trials at the final's")
-        try:
-            make_run_config({"model.image_size": tis}, base=run)
-        except DraemZooError as exc:
-            raise DraemZooError(f"--trial-image-size {tis}: {space.path} suggests {d}, which is no valid run at "
-                                f"{tis} px: {exc}") from None
-
-
-def _check_selection(space, base, draws: list[dict[str, Any]]) -> None:
-    """Trials are compared on validation only, and on one validation set per category."""
-    runs = [make_run_config(overrides_of(d), base=base) for d in draws] or [base]
-    if any(r.eval.select_on == "test" for r in runs):
-        raise DraemZooError("eval.select_on=test: a search selects on validation data only (set by --set or the "
-                            "space); selecting on test is for a single `draem-zoo train`, whose export says so")
-    recipes = {json.dumps(validation_recipe(r), sort_keys=True, default=str) for r in runs}
-    if len(recipes) > 1:
-        keys = sorted({k for a in recipes for b in recipes for k in json.loads(a)
-                       if json.loads(a)[k] != json.loads(b)[k]})
-        raise DraemZooError(f"{space.path}: its suggestions change the validation set ({', '.join(keys)}): trials "
-                            "scored on different validation sets cannot be ranked; pin eval.validation_source (and "
-                            "the image size and eval.validation_*) in the space's constants or with --set")
 
 
 def plan_search(opts: SearchOptions) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ import optuna
 from ..errors import ConfigError, DraemZooError
 from ..model.draem import build_model
 from ..pipeline.runconfig import make_run_config
+from ..pipeline.workflow import validation_recipe
 
 SAMPLERS = ("tpe", "random", "grid")
 
@@ -272,3 +274,36 @@ def check_space(space: SearchSpace, base, draws: int = 32, build_models: bool = 
         except RuntimeError:  # a grid sampler stops the study once its grid is exhausted
             break
     return drawn
+
+
+def check_trial_image_size(space: SearchSpace, base, draws: list[dict[str, Any]], tis: int | None) -> None:
+    """Trials at a lower image size than their finals: every suggestion must also be a valid run there."""
+    if not tis:
+        return
+    if tis < 32:
+        raise DraemZooError(f"--trial-image-size {tis}: at least 32 (or 0: trials at the final's image size)")
+    for d in draws or [{}]:
+        run = make_run_config(overrides_of(d), base=base)
+        if tis >= run.model.image_size:
+            raise DraemZooError(f"--trial-image-size {tis}: not below the final's model.image_size "
+                                f"{run.model.image_size}; give a smaller size, or 0 to train trials at the final's")
+        try:
+            make_run_config({"model.image_size": tis}, base=run)
+        except DraemZooError as exc:
+            raise DraemZooError(f"--trial-image-size {tis}: {space.path} suggests {d}, which is no valid run at "
+                                f"{tis} px: {exc}") from None
+
+
+def check_selection(space: SearchSpace, base, draws: list[dict[str, Any]]) -> None:
+    """Trials are compared on validation only, and on one validation set per category."""
+    runs = [make_run_config(overrides_of(d), base=base) for d in draws] or [base]
+    if any(r.eval.select_on == "test" for r in runs):
+        raise DraemZooError("eval.select_on=test: a search selects on validation data only (set by --set or the "
+                            "space); selecting on test is for a single `draem-zoo train`, whose export says so")
+    recipes = {json.dumps(validation_recipe(r), sort_keys=True, default=str) for r in runs}
+    if len(recipes) > 1:
+        keys = sorted({k for a in recipes for b in recipes for k in json.loads(a)
+                       if json.loads(a)[k] != json.loads(b)[k]})
+        raise DraemZooError(f"{space.path}: its suggestions change the validation set ({', '.join(keys)}): trials "
+                            "scored on different validation sets cannot be ranked; pin eval.validation_source (and "
+                            "the image size and eval.validation_*) in the space's constants or with --set")
