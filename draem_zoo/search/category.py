@@ -115,15 +115,16 @@ class CategorySearch:
         earlier = read_earlier(s["warm_start"], sp.mode)
         e_meta, e_opts = earlier["meta"], earlier["meta"].get("options") or {}
         e_trial = ((earlier["plan"].get("categories") or {}).get(self.category) or {}).get("trial")
+        e_base = (make_run_config({"data.category": self.category}, base=RunConfig.from_dict(e_meta["base"])).to_dict()
+                  if e_trial and "base" in e_meta else None)
 
         def trial_run(params: dict[str, Any], side: str) -> dict[str, Any]:
             if side == "now":
                 return self._trial_run(params)
-            if not e_trial or "base" not in e_meta:
+            if e_base is None:
                 raise DraemZooError("the earlier search did not plan this category")
-            base = make_run_config({"data.category": self.category}, base=RunConfig.from_dict(e_meta["base"])).to_dict()
             pts = e_trial.get("val_points")
-            run = trial_run_config(params, base, e_meta["budget"], int(e_opts.get("validations", 5)),
+            run = trial_run_config(params, e_base, e_meta["budget"], int(e_opts.get("validations", 5)),
                                    [p / e_trial["iterations"] for p in pts] if pts else None,
                                    int(e_opts.get("trial_image_size") or 0))
             return {"run": run.to_dict(), "workers": e_opts.get("workers_per_trial", 1),

@@ -140,11 +140,6 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
                             "'100 epochs') or set BUDGET in the space file")
     final_budget = (parse_budget(opts.final_budget, "--final-budget") if opts.final_budget is not None
                     else parse_budget(space.final_budget or 0, f"{opts.space}: FINAL_BUDGET ="))
-    if opts.trial_image_size is None:  # the space's; where its runs are that small already, trials run at theirs
-        sizes_now = {make_run_config(overrides_of(p), base=make_run_config(list(opts.sets))).model.image_size
-                     for p in space.points} | {make_run_config(list(opts.sets)).model.image_size}
-        tis = space.trial_image_size if space.trial_image_size < min(sizes_now) else 0
-        opts = dataclasses.replace(opts, trial_image_size=tis)
     if opts.warm_start:  # checked before anything starts; each category's actor reads it again
         opts = dataclasses.replace(opts, warm_start=read_earlier(opts.warm_start, space.mode)["out"])
     data = str(Path(opts.data).expanduser().resolve())
@@ -160,6 +155,10 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
     sizes: dict[str, dict[str, int]] = {}
     draws = check_space(space, base, sizes=sizes)
     check_selection(space, base, draws)
+    if opts.trial_image_size is None:  # the space's; where its runs are that small already, trials run at theirs
+        finals = min(make_run_config(overrides_of(d), base=base).model.image_size for d in draws or [{}])
+        opts = dataclasses.replace(opts, trial_image_size=space.trial_image_size
+                                   if space.trial_image_size < finals else 0)
     check_trial_image_size(space, base, draws, opts.trial_image_size)
     if opts.lr_scaling not in ("none", "linear", "sqrt"):
         raise DraemZooError(f"--lr-scaling {opts.lr_scaling}: use none, linear or sqrt")

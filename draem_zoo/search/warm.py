@@ -94,8 +94,7 @@ def reusable(earlier: dict[str, Any], category: str, trial_run: Callable[[dict[s
 def frozen_trials(earlier: dict[str, Any], category: str, reused: list[dict[str, Any]]) -> list[Any]:
     """Copies of the reused trials' entries in the earlier study (parameters with their distributions,
     value, intermediate values), ready for ``study.add_trial``; a trial the earlier study does not hold
-    (an object-store search keeps no study file) is built from its record's parameters when the earlier
-    study can lend the distributions, else left out of the study (its record is still reused)."""
+    (an object-store search keeps no study file) is left out of the study: its record is still reused."""
     import optuna
 
     meta = earlier["meta"]
