@@ -135,64 +135,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inputs(paths: list[str]) -> list[Path]:
-    from ..data.images import check_link, list_images
-
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found += list_images(p, recursive=True)  # broken links named, folder links followed once
-        elif p.is_file():
-            found.append(p)
-        else:
-            check_link(p)
-            raise DraemZooError(f"{p}: no such file or folder")
-    if not found:
-        raise DraemZooError(f"no images found in {', '.join(paths)}")
-    return found
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..data.images import read_rgb
-    from .visualize import save_overlay
-
-    out = Path(args.out) if args.out else None
-    if out is not None:  # before the model loads: a bad --out fails in a second, not after the first batch
-        if out.exists() and not out.is_dir():
-            raise DraemZooError(f"--out {out}: is a file, not a folder; choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
-    model = _load_model(args.model, _device(args.device))
-    paths = _inputs(args.inputs)
-    size = model.config.image_size
-    sc = model.score_config
-    if args.filter_size is not None:
-        from ..model.scoring import check_filter_size
-
-        check_filter_size(args.filter_size, "--filter-size", size)
-    if sc.image_threshold is None:  # a model trained without validation normals (data.val_fraction=0)
-        print(f"note: {args.model} has no image threshold (it was trained without validation normals): each line "
-              "has its score, and \"anomalous\": null; choose a threshold on your own normal images", file=sys.stderr)
-    for start in range(0, len(paths), args.batch_size):
-        chunk = paths[start: start + args.batch_size]
-        x = torch.stack([read_rgb(p, size) for p in chunk]).float() / 255
-        pred = model.predict(x, filter_size=args.filter_size)
-        for i, p in enumerate(chunk):
-            rec = {"image": str(p), "score": float(pred.score[i]),
-                   "anomalous": None if pred.anomalous is None else bool(pred.anomalous[i]),
-                   "threshold": sc.image_threshold, "filter_size": pred.filter_size}
-            if pred.mask is not None:
-                rec["anomalous_pixels"] = round(float(pred.mask[i].float().mean()), 6)
-            if out:
-                name = f"{start + i:04d}_{p.stem}.png"
-                rec["overlay"] = str(save_overlay(out / name, x[i], pred.anomaly_map[i].cpu(),
-                                                  None if pred.mask is None else pred.mask[i].cpu(),
-                                                  rec["score"], rec["anomalous"], sc.image_threshold, p.name))
-            print(json.dumps(rec), flush=True)
-    return 0
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from ..search.driver import SearchOptions, run_search
 

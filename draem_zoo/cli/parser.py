@@ -19,7 +19,6 @@ from .commands import (
     cmd_describe,
     cmd_evaluate,
     cmd_export_onnx,
-    cmd_predict,
     cmd_publish,
     cmd_pull,
     cmd_quickstart,
@@ -31,6 +30,7 @@ from .commands import (
     cmd_variants,
 )
 from .errors import debug_enabled, explain
+from .serving import add_parsers as add_serving_parsers
 
 
 def int_at_least(low: int, note: str = ""):
@@ -60,7 +60,8 @@ EPILOG = """start here:
   draem-zoo train --data DATA_ROOT --category bottle --out runs/bottle \\
       --variant paper-small --anomaly-source dtd/images --iterations 5000
   draem-zoo evaluate --model runs/bottle --data DATA_ROOT --category bottle
-  draem-zoo predict --model runs/bottle images/ --out overlays/
+  draem-zoo predict --model runs/bottle images/ --out screened/   predictions.jsonl + overlays
+  draem-zoo serve --model runs/bottle               HTTP API and a page at http://127.0.0.1:8000/
   draem-zoo export-onnx --model runs/bottle         runs/bottle/model.onnx, checked against PyTorch
   draem-zoo config --variant timm-resnet18          every config key, for --set
   draem-zoo reproduce --data mvtec --anomaly-source dtd/images --out runs/repro   the paper's table
@@ -306,16 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="anomaly scores (JSON lines) and overlay pictures for images",
-                       description="One JSON object per image: image, score, anomalous (by the threshold chosen "
-                       "on validation data), threshold. With --out, a PNG per image: input, heatmap, mask.")
-    p.add_argument("--model", required=True, metavar="DIR_OR_HUB_ID")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--out", default=None, metavar="DIR", help="write overlay PNGs here")
-    p.add_argument("--filter-size", type=int, default=None, help="mean-filter size s_f (default: the model's)")
-    p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_predict)
+    add_serving_parsers(sub, positive_int)
 
     p = sub.add_parser("config", help="print the full run config (every key --set accepts)")
     p.add_argument("--variant", default=None)

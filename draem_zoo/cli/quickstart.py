@@ -21,7 +21,7 @@ from ..data.images import read_rgb
 from ..errors import DraemZooError
 from ..hub.publish import build_releases, write_local_zoo
 from ..search.driver import SearchOptions, run_search
-from .visualize import save_overlay
+from ..serve.pictures import save_overlay
 
 CATEGORIES = ("weave", "granite")
 ORG, PREFIX = "local", "draem-demo"

@@ -16,6 +16,7 @@ suffix is an error naming it, never a file that silently goes missing.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import threading
@@ -133,27 +134,33 @@ def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
     return sorted(found)
 
 
-def _too_big(path: Path, w: int, h: int, limit: int) -> DataError:
-    return DataError(
+class ImageTooLarge(DataError):
+    """An image above the pixel limit (a service answers it with 413, not 400)."""
+
+
+def _too_big(path: Path | str, w: int, h: int, limit: int) -> DataError:
+    return ImageTooLarge(
         f"{path}: {w}x{h} = {w * h:,} pixels, above the limit of {limit:,} pixels; refused before decoding (it "
         f"could be a decompression bomb). Shrink the image, or if it is genuine raise the limit: "
         f"{MAX_PIXELS_ENV}={w * h} (pixels, or WIDTHxHEIGHT)")
 
 
-def open_header(path: str | Path, limit: int | None = None) -> ImageFile.ImageFile:
+def open_header(path: str | Path | bytes, limit: int | None = None, name: str = "upload") -> ImageFile.ImageFile:
     """Open an image lazily (its header only: nothing is decoded) and refuse it, as a DataError
     naming it, when it has more than ``limit`` (default :func:`max_pixels`) pixels.
 
     PIL's own decompression-bomb check is lifted while the header is read, so the refusal is ours
     and names the file, and PIL's limit is raised to ours, so that decoding an image we accept
-    never trips it. PIL's errors (missing, unidentified file) pass through to the caller."""
-    path = Path(path)
+    never trips it. PIL's errors (missing, unidentified file) pass through to the caller.
+    ``path`` may be the file's bytes (an upload, an object-store read), named ``name`` in errors."""
+    source = io.BytesIO(path) if isinstance(path, (bytes, bytearray, memoryview)) else Path(path)
+    path = name if isinstance(source, io.BytesIO) else source
     limit = max_pixels() if limit is None else limit
     with _PIL_LIMIT:
         pil_limit = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
         try:
-            im = Image.open(path)
+            im = Image.open(source)
         finally:
             Image.MAX_IMAGE_PIXELS = None if pil_limit is None else max(pil_limit, limit)
     w, h = im.size
@@ -163,22 +170,26 @@ def open_header(path: str | Path, limit: int | None = None) -> ImageFile.ImageFi
     return im
 
 
-def open_image(path: str | Path) -> Image.Image:
+def open_image(path: str | Path | bytes, name: str = "upload") -> Image.Image:
     """Open and fully decode an image (EXIF orientation applied); a corrupt or truncated file, or
-    one above the pixel limit, raises DataError."""
-    path = Path(path)
+    one above the pixel limit, raises DataError. ``path`` may be the file's bytes, named ``name``."""
+    data = path if isinstance(path, (bytes, bytearray, memoryview)) else None
+    path = name if data is not None else Path(path)
     limit = max_pixels()
     try:
-        with open_header(path, limit) as im:
+        with open_header(path if data is None else data, limit, name) as im:
             im.load()
             return ImageOps.exif_transpose(im) or im
     except FileNotFoundError:
-        check_link(path)
+        check_link(Path(path))
         raise DataError(f"{path}: no such file") from None
     except Image.DecompressionBombError as exc:
         raise DataError(f"{path}: {exc}; refused (limit: {limit:,} pixels): shrink the image, or raise the "
                         f"limit with {MAX_PIXELS_ENV}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if data is not None:  # an upload: PIL's message would name a BytesIO object
+            raise DataError(f"{path}: cannot decode this image ({type(exc).__name__}); it is corrupt, truncated "
+                            f"or not an image: send a PNG, JPEG, BMP, TIFF or WebP file") from None
         raise DataError(
             f"{path}: cannot decode this image ({type(exc).__name__}: {exc}); the file is corrupt, "
             "truncated or not an image: re-export it or remove it from the folder"
@@ -201,10 +212,12 @@ def to_rgb_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def read_rgb(path: str | Path, size: int | tuple[int, int] | None = None, resize: str = "pil") -> torch.Tensor:
+def read_rgb(path: str | Path | bytes, size: int | tuple[int, int] | None = None, resize: str = "pil",
+             name: str = "upload") -> torch.Tensor:
     """(3, H, W) uint8 RGB; resized to ``size`` when given: PIL's bilinear filter (antialiased when
-    shrinking; ``resize="pil"``) or exactly as OpenCV's ``cv2.resize`` (``"opencv"``, the original code's)."""
-    im = open_image(path)
+    shrinking; ``resize="pil"``) or exactly as OpenCV's ``cv2.resize`` (``"opencv"``, the original code's).
+    ``path`` may be the file's bytes (named ``name`` in errors)."""
+    im = open_image(path, name)
     arr = to_rgb_array(im)
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
@@ -301,7 +314,7 @@ def image_header(path: str | Path) -> ImageHeader:
         with open_header(path, limit) as im:
             return ImageHeader(im.size[1], im.size[0], _orientation(im))
     except FileNotFoundError:
-        check_link(path)
+        check_link(Path(path))
         raise DataError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot read this image ({exc}); re-export it or remove it") from None

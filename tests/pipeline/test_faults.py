@@ -136,7 +136,8 @@ def test_a_real_full_disk_names_the_path_and_what_to_free_then_resume_works(root
             f.write(b"\0" * 65536)
             f.flush()
     image = root / "weave" / "test" / "good" / "000.png"
-    assert cli.main(["predict", "--model", str(model_dir), str(image), "--out", str(small_fs / "overlays")]) == 2
+    assert cli.main(["predict", "--model", str(model_dir), str(image), "--out", str(small_fs / "overlays"),
+                     "--overlays", "all"]) == 2
     line = one_line(capsys)  # PIL's save meets the full disk: the overlay file is named
     assert "no space left on the device" in line and str(small_fs / "overlays") in line and ".png" in line, line
 

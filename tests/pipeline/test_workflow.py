@@ -59,9 +59,10 @@ def test_train_export_load_evaluate_predict(root, tmp_path, capsys):
 
     pics = tmp_path / "pics"
     assert cli.main(["predict", "--model", str(out), str(root / "weave" / "test" / "hole"),
-                     str(root / "weave" / "test" / "good" / "000.png"), "--out", str(pics)]) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
-    assert len(lines) == 3 and len(list(pics.glob("*.png"))) == 3
+                     str(root / "weave" / "test" / "good" / "000.png"), "--out", str(pics), "--overlays", "all"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["scored"] == 3
+    lines = [json.loads(x) for x in (pics / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and len(list((pics / "overlays").glob("*.png"))) == 3
     thr = cfg["score"]["image_threshold"]
     for rec in lines:
         assert set(("image", "score", "anomalous", "threshold")) <= set(rec)

@@ -1,7 +1,9 @@
-"""Pictures a person would rather look at: input | anomaly-map overlay | thresholded mask."""
+"""Pictures a person would rather look at: input | anomaly-map overlay | thresholded mask (a PNG file
+per image for ``predict``), and the same three pictures as PNG bytes for the service's page."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +57,18 @@ def save_overlay(path: str | Path, *args, **kwargs) -> Path:
     with writing(path):
         overlay_panel(*args, **kwargs).save(path)
     return path
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def picture_pngs(image: torch.Tensor, anomaly_map: torch.Tensor) -> dict[str, bytes]:
+    """``input``, ``anomaly_map`` (the jet colour map) and ``overlay`` (map blended on the input, as in the
+    overlay PNGs) as PNG bytes, for an RGB image (3, H, W) in [0, 1] and its (1, H, W) map in [0, 1]."""
+    rgb = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+    heat = _heat(anomaly_map[0].float().cpu().numpy())
+    over = (0.55 * rgb + 0.45 * heat).astype(np.uint8)
+    return {"input": _png(rgb), "anomaly_map": _png(heat), "overlay": _png(over)}
