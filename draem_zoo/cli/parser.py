@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_evaluate)
 
-    add_serving_parsers(sub, positive_int)
+    add_serving_parsers(sub, int_at_least)
 
     p = sub.add_parser("config", help="print the full run config (every key --set accepts)")
     p.add_argument("--variant", default=None)

@@ -20,7 +20,8 @@ PREDICT_EPILOG = """examples:
 """
 
 
-def add_parsers(sub, positive_int) -> None:
+def add_parsers(sub, int_at_least) -> None:
+    positive_int, non_negative_int = int_at_least(1), int_at_least(0)
     p = sub.add_parser("predict", help="anomaly scores (JSON lines or Parquet) and overlay pictures for images",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=PREDICT_EPILOG,
                        description="One record per image: image, score, anomalous (by the threshold chosen on "
@@ -37,13 +38,15 @@ def add_parsers(sub, positive_int) -> None:
     p.add_argument("--resume", action="store_true", help="skip the images already in --out's output (error rows too)")
     p.add_argument("--filter-size", type=int, default=None, help="mean-filter size s_f (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--workers", type=int, default=None, metavar="N",
+    p.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
                    help="decoding processes (default: cores - 1, at most 8; 0 decodes in the main process)")
     p.add_argument("--engine", choices=("auto", "local", "ray"), default="auto",
                    help="local (DataLoader workers) or ray (Ray Data); auto: ray with --address or a URI input")
     p.add_argument("--address", default=None, help="a Ray cluster to run on (auto: the one this node is part of)")
     p.add_argument("--concurrency", type=positive_int, default=1, help="model copies (Ray Data actors)")
     p.add_argument("--gpus-per-copy", type=float, default=None, help="GPUs per model copy (default: 1 where there are GPUs)")
+    p.add_argument("--cpus-per-copy", type=float, default=1.0,
+                   help="CPUs per model copy (its torch threads; raise it for copies that run on CPUs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
@@ -63,6 +66,8 @@ def add_parsers(sub, positive_int) -> None:
     p.add_argument("--max-replicas", type=positive_int, default=None, help="autoscaling: most replicas (turns it on)")
     p.add_argument("--target-ongoing-requests", type=float, default=4.0, help="autoscaling: requests per replica")
     p.add_argument("--replicas-per-gpu", type=positive_int, default=1, help="replicas sharing one GPU (where there are GPUs)")
+    p.add_argument("--cpus-per-replica", type=float, default=1.0,
+                   help="CPUs per replica (its torch threads; raise it for replicas that run on CPUs)")
     p.add_argument("--max-batch-size", type=positive_int, default=8, help="requests batched together (default 8)")
     p.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill (default 10)")
     p.add_argument("--max-upload-mb", type=float, default=64.0, help="largest upload accepted (413 above)")
@@ -129,7 +134,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             from ..serve.batch import predict_ray
 
             summary = predict_ray(args.model, model, paths, sink, address=args.address, concurrency=args.concurrency,
-                                  gpus_per_copy=args.gpus_per_copy, device=args.device, **common)
+                                  gpus_per_copy=args.gpus_per_copy, cpus_per_copy=args.cpus_per_copy,
+                                  device=args.device, **common)
     print(json.dumps({"summary": summary}), file=sys.stdout if out else sys.stderr)
     return 0
 
@@ -146,7 +152,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                        "target_ongoing_requests": args.target_ongoing_requests}
     per_replica = (1.0 / args.replicas_per_gpu) if gpus else 0.0
     app = build_app(models, device=args.device, replicas=args.replicas, autoscaling=autoscaling,
-                    gpus_per_replica=per_replica, max_batch_size=args.max_batch_size,
+                    gpus_per_replica=per_replica, cpus_per_replica=args.cpus_per_replica,
+                    max_batch_size=args.max_batch_size,
                     batch_wait_s=args.batch_wait_ms / 1000, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
     url = start(app, host=args.host, port=args.port, address=args.address)
     print(json.dumps({"url": url, "models": sorted(models), "gpus_per_replica": per_replica}), flush=True)

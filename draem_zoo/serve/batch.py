@@ -37,10 +37,14 @@ def _decode_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarr
 class _Predictor:
     """Ray Data actor: one model copy, loaded once; a batch of decoded images -> JSON records."""
 
-    def __init__(self, spec: str, device: str, filter_size: int | None, overlays: str, overlay_dir: str | None):
+    def __init__(self, spec: str, device: str, filter_size: int | None, overlays: str, overlay_dir: str | None,
+                 threads: int = 1):
+        import torch
+
         from ..train.trainer import resolve_device
         from .models import load_spec
 
+        torch.set_num_threads(threads)  # Ray gives an actor OMP_NUM_THREADS=1; a CPU copy uses the cores it holds
         self.model = load_spec(spec, device=str(resolve_device(device)))
         self.filter_size, self.overlays = filter_size, overlays
         self.overlay_dir = Path(overlay_dir) if overlay_dir else None
@@ -64,7 +68,8 @@ class _Predictor:
 
 
 def predict_ray(spec: str, model, paths: list[str], sink: PredictionSink, *, address: str | None = None,
-                batch_size: int = 16, concurrency: int = 1, gpus_per_copy: float | None = None, device: str = "auto",
+                batch_size: int = 16, concurrency: int = 1, gpus_per_copy: float | None = None, cpus_per_copy: float = 1.0,
+                device: str = "auto",
                 overlays: str = "none", overlay_dir: Path | None = None, filter_size: int | None = None,
                 progress: bool = True) -> dict[str, Any]:
     """Predict ``paths`` (files, or URIs Ray Data reads) with Ray Data; returns the summary as a dict.
@@ -100,8 +105,10 @@ def predict_ray(spec: str, model, paths: list[str], sink: PredictionSink, *, add
     ds = ds.map_batches(_decode_batch, fn_kwargs={"size": size}, batch_size=batch_size, num_cpus=0.5)
     ds = ds.map_batches(_Predictor, fn_constructor_kwargs={
         "spec": spec, "device": "cuda" if gpus_per_copy else "cpu", "filter_size": filter_size,
-        "overlays": overlays, "overlay_dir": str(overlay_dir) if overlay_dir else None},
-        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency), num_gpus=gpus_per_copy)
+        "overlays": overlays, "overlay_dir": str(overlay_dir) if overlay_dir else None,
+        "threads": max(1, round(cpus_per_copy))},
+        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency), num_gpus=gpus_per_copy,
+        num_cpus=cpus_per_copy)
     total = len(files) if not uris else None
     with progress_bar(total, progress) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):

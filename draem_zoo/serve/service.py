@@ -80,9 +80,10 @@ class DraemService:
     """One replica: every model loaded once on its device."""
 
     def __init__(self, models: dict[str, str], device: str = "auto", max_upload_bytes: int = 64 << 20,
-                 max_batch_size: int = 8, batch_wait_s: float = 0.01):
+                 max_batch_size: int = 8, batch_wait_s: float = 0.01, threads: int = 1):
         import torch
 
+        torch.set_num_threads(threads)  # Ray gives a replica OMP_NUM_THREADS=1; a CPU replica uses the cores it holds
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.models = {name: load_spec(spec, device) for name, spec in models.items()}
@@ -188,7 +189,8 @@ def build_app(models: dict[str, str], *, device: str = "auto", replicas: int | N
     else:
         options["num_replicas"] = replicas or 1
     return DraemService.options(**options).bind(models, device=device, max_upload_bytes=max_upload_bytes,
-                                                max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
+                                                max_batch_size=max_batch_size, batch_wait_s=batch_wait_s,
+                                                threads=max(1, round(cpus_per_replica)))
 
 
 def start_ray(address: str | None = None) -> float:

@@ -27,6 +27,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"the service at {url} did not come up in {seconds:.0f} s")
+
+
 @pytest.fixture(scope="module")
 def service(ray_local, model_dir, tmp_path_factory):
     from ray import serve
@@ -38,16 +50,7 @@ def service(ray_local, model_dir, tmp_path_factory):
     models = name_models([str(model_dir), f"second={model_dir}"])
     app = build_app(models, device="cpu", cpus_per_replica=0, max_upload_bytes=256 << 10, max_batch_size=4)
     url = start(app, port=free_port())
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    else:
-        pytest.fail(f"the service at {url} did not come up in 120 s")
+    wait_healthy(url)
     yield url
     serve.shutdown()
 
