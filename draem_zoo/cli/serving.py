@@ -144,7 +144,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..serve.models import name_models
     from ..serve.service import build_app, serve_forever, start, start_ray
 
-    models = name_models(args.model)
+    models = name_models(args.model)  # each loaded here first: a bad one is one line, not a failed replica
     gpus = start_ray(args.address) if args.device != "cpu" else 0.0
     autoscaling = None
     if args.max_replicas:

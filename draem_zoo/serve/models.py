@@ -41,14 +41,14 @@ def default_name(spec: str, metadata: dict[str, Any]) -> str:
 
 
 def name_models(specs: list[str]) -> dict[str, str]:
-    """{name: spec} for ``--model`` values, with names checked to be unique (a clash names both specs)."""
+    """{name: spec} for ``--model`` values, each loaded once here (on the CPU) so that a bad one is one error
+    now, not a replica failing to start, and named after its category unless ``NAME=`` says otherwise; names
+    are checked to be unique (a clash names both specs)."""
     out: dict[str, str] = {}
     for raw in specs:
         name, spec = split_named(raw)
+        meta = getattr(load_spec(spec, "cpu"), "metadata", {}) or {}
         if name is None:
-            from ..model.modeldir import read_config
-
-            meta = read_config(spec, verify=False) if Path(spec).is_dir() else {}
             name = default_name(spec, meta)
         if name in out:
             raise DraemZooError(f"--model {raw}: the name {name!r} is already taken by {out[name]}; name them "
