@@ -13,6 +13,8 @@ records to a JSON-lines file, no overlays:
 - ``local``: ``predict`` now: a DataLoader pool of decoding processes (``--workers``, default cores - 1);
 - ``ray``: ``predict --engine ray``: the Ray Data pipeline on a local Ray (decode tasks, one model actor; Ray's
   start is timed apart, the actor's start and the model load inside it are in the time);
+- ``decode``: the input side alone (no model), in the main process (as ``before``) and with the pool: the
+  most images/s each can feed a device;
 - ``serve``: the Ray Serve application on 127.0.0.1; ``--clients`` threads post ``--requests`` images in all
   (raw bytes; each client waits for its answer before the next), after a warm-up of ``--clients`` requests.
 
@@ -131,7 +133,7 @@ def main() -> int:
                     help="the Ray Data model actor's and the Serve replica's CPUs (and torch threads)")
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--paths", default="before,local,ray,serve")
+    ap.add_argument("--paths", default="before,local,ray,decode,serve")
     ap.add_argument("--work", default=None, help="keep the generated images and model here")
     args = ap.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_predict_"))
@@ -151,6 +153,19 @@ def main() -> int:
     for path in args.paths.split(","):
         out = work / f"out-{path}-{time.time_ns()}"
         out.mkdir()
+        if path == "decode":  # the input side alone: what it can feed a device that is never the bottleneck
+            from torch.utils.data import DataLoader
+
+            from draem_zoo.serve.local import _Images, default_workers
+
+            for workers in (0, args.workers if args.workers is not None else default_workers()):
+                loader = DataLoader(_Images(paths, args.size), batch_size=args.batch_size, num_workers=workers)
+                t0 = time.perf_counter()
+                n = sum(len(names) for names, _, _ in loader)
+                seconds = time.perf_counter() - t0
+                emit({"bench": "predict", "path": "decode", "workers": workers, "images": n,
+                      "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 2), **setup})
+            continue
         if path == "serve":
             emit({"bench": "predict", "path": path, **bench_serve(model_dir, [Path(p) for p in paths], args.requests,
                                                                args.clients, args.batch_size, args.cpus_per_copy),
@@ -179,7 +194,7 @@ def main() -> int:
                                 device=device)
                 extra["concurrency"] = 1
             else:
-                raise SystemExit(f"--paths: unknown path {path!r} (before, local, ray, serve)")
+                raise SystemExit(f"--paths: unknown path {path!r} (before, local, ray, decode, serve)")
         seconds = time.perf_counter() - t0
         n = sum(1 for _ in (out / "predictions.jsonl").open())
         assert n == len(paths), (path, n)

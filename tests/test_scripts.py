@@ -138,11 +138,13 @@ def test_rank_fidelity_trains_every_config_at_every_rung_and_both_sizes(tmp_path
 def test_bench_predict_times_every_path_over_the_same_images(tmp_path):
     cmd = [sys.executable, "scripts/bench_predict.py", "--images", "24", "--size", "32", "--set", "rec_width=8",
            "--set", "disc_width=8", "--batch-size", "8", "--workers", "1", "--requests", "16", "--clients", "2",
-           "--work", str(tmp_path)]
+           "--paths", "before,local,ray,decode,serve", "--work", str(tmp_path)]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
-    assert [r["path"] for r in rows] == ["before", "local", "ray", "serve"]
+    assert [r["path"] for r in rows] == ["before", "local", "ray", "decode", "decode", "serve"]
+    assert [r["workers"] for r in rows[3:5]] == [0, 1] and all(r["images"] == 24 for r in rows[3:5])
+    rows = rows[:3] + rows[5:]
     for r in rows[:3]:
         assert r["images"] == 24 and r["images_per_s"] > 0 and r["image_size"] == 32
     serve = rows[3]
