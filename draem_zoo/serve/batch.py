@@ -96,7 +96,8 @@ def predict_ray(spec: str, model, paths: list[str], sink: PredictionSink, *, add
             done = sink.done
             ds_uri = ds_uri.filter(lambda row: row["path"] not in done)
         parts.append(ds_uri.select_columns(["path", "bytes"]))
-    summary = Summary(engine="ray-data", skipped=len(sink.done), output=str(sink.path) if sink.path else None)
+    skipped = sum(1 for p in paths if not is_uri(p) and p in sink.done)  # URI inputs: skipped unseen, not counted
+    summary = Summary(engine="ray-data", skipped=skipped, output=str(sink.path) if sink.path else None)
     if not parts:
         return summary.finish(t0)
     ds = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
