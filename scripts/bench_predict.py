@@ -87,12 +87,16 @@ def bench_serve(model_dir: Path, paths: list[Path], requests_n: int, clients: in
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = start(app, port=port)
+    deadline = time.time() + 300
     while True:
         try:
             if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
                 break
         except requests.ConnectionError:
-            time.sleep(0.5)
+            pass
+        if time.time() > deadline:
+            raise SystemExit(f"the service at {url} did not come up in 300 s")
+        time.sleep(0.5)
     bodies = [p.read_bytes() for p in paths[: max(requests_n, clients)]]
 
     def client(k: int) -> list[float]:

@@ -369,7 +369,12 @@ def main(argv: list[str] | None = None) -> int:
                  "search": "search --resume with the same --out continues it: finished trials are kept, unfinished "
                            "ones go on from their last checkpoint, and trials left RUNNING in the Optuna studies are "
                            "settled",
-                 "reproduce": "run the same command again: finished runs are kept"}.get(args.command)
+                 "reproduce": "run the same command again: finished runs are kept",
+                 "predict": "with --out, the same command with --resume goes on: images already written are "
+                            "skipped"}.get(args.command)
+        if args.command == "serve":  # Ctrl-C is how a service stops
+            print("draem-zoo serve: stopped", file=sys.stderr)
+            return 0
         print(f"draem-zoo {args.command}: interrupted" + (f"; {again}" if again else ""), file=sys.stderr)
         return 130
     except Exception as exc:

@@ -62,7 +62,7 @@ def add_parsers(sub, int_at_least) -> None:
     p.add_argument("--port", type=positive_int, default=8000)
     p.add_argument("--address", default=None, help="a Ray cluster to run on (default: a local Ray)")
     p.add_argument("--replicas", type=positive_int, default=1, help="fixed replicas (without --max-replicas)")
-    p.add_argument("--min-replicas", type=int, default=1, help="autoscaling: fewest replicas")
+    p.add_argument("--min-replicas", type=non_negative_int, default=1, help="autoscaling: fewest replicas")
     p.add_argument("--max-replicas", type=positive_int, default=None, help="autoscaling: most replicas (turns it on)")
     p.add_argument("--target-ongoing-requests", type=float, default=4.0, help="autoscaling: requests per replica")
     p.add_argument("--replicas-per-gpu", type=positive_int, default=1, help="replicas sharing one GPU (where there are GPUs)")
@@ -84,8 +84,8 @@ def _inputs(paths: list[str]) -> list[str]:
         p = Path(raw)
         if is_uri(raw):
             found.append(raw)
-        elif p.is_dir():
-            found += map(str, list_images(p, recursive=True))  # broken links named, folder links followed once
+        elif p.is_dir():  # folder links followed once; an empty file or a broken link becomes an error row
+            found += map(str, list_images(p, recursive=True, lenient=True))
         elif p.is_file():
             found.append(raw)
         else:
@@ -93,7 +93,7 @@ def _inputs(paths: list[str]) -> list[str]:
             raise DraemZooError(f"{p}: no such file or folder")
     if not found:
         raise DraemZooError(f"no images found in {', '.join(paths)}")
-    return found
+    return list(dict.fromkeys(found))  # an image named twice (a folder and a file in it) is predicted once
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -131,9 +131,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
             summary = predict_local(model, paths, sink, workers=args.workers, **common)
         else:
-            from ..serve.batch import predict_ray
+            from ..serve.batch import absolute, predict_ray
 
-            summary = predict_ray(args.model, model, paths, sink, address=args.address, concurrency=args.concurrency,
+            # Ray workers do not share the driver's working directory: every path they see is absolute
+            paths = [absolute(p) for p in paths]
+            common["overlay_dir"] = overlay_dir.absolute() if overlay_dir else None
+            summary = predict_ray(absolute(args.model), model, paths, sink, address=args.address, concurrency=args.concurrency,
                                   gpus_per_copy=args.gpus_per_copy, cpus_per_copy=args.cpus_per_copy,
                                   device=args.device, **common)
     print(json.dumps({"summary": summary}), file=sys.stdout if out else sys.stderr)
@@ -141,12 +144,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from ..serve.batch import absolute
     from ..serve.models import name_models
     from ..serve.service import build_app, serve_forever, start, start_ray
 
-    models = name_models(args.model)  # each loaded here first: a bad one is one line, not a failed replica
+    # each loaded here first: a bad one is one line, not a failed replica; folders absolute for Ray's workers
+    models = {name: absolute(spec) for name, spec in name_models(args.model).items()}
     gpus = start_ray(args.address) if args.device != "cpu" else 0.0
     autoscaling = None
+    if args.max_replicas and args.min_replicas > args.max_replicas:
+        raise DraemZooError(f"--min-replicas {args.min_replicas} is above --max-replicas {args.max_replicas}")
     if args.max_replicas:
         autoscaling = {"min_replicas": args.min_replicas, "max_replicas": args.max_replicas,
                        "target_ongoing_requests": args.target_ongoing_requests}

@@ -98,12 +98,13 @@ def check_link(path: Path) -> None:
     raise DataError(f"{path}: symbolic link to {where} cannot be followed ({why}); remove the link or fix its target")
 
 
-def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
+def list_images(folder: str | Path, recursive: bool = False, lenient: bool = False) -> list[Path]:
     """Image files in ``folder`` (none if it is not a folder), sorted; hidden names are skipped.
 
     A dangling or looping symbolic link with an image suffix (or ``folder`` itself as one) is a
     DataError naming it, and so is an empty (0-byte) image file. ``recursive`` descends into sub-folders, following folder links, each real
-    folder once: a link back to a folder above cannot make the listing go on forever."""
+    folder once: a link back to a folder above cannot make the listing go on forever. ``lenient`` lists
+    such files instead (``predict`` turns each into an error row and goes on)."""
     folder = Path(folder)
     check_link(folder)
     found: list[Path] = []
@@ -123,6 +124,9 @@ def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
             if p.name.startswith("."):
                 continue
             if p.suffix.lower() in IMAGE_SUFFIXES:
+                if lenient and (broken_link(p) or (p.is_file() and p.stat().st_size == 0)):
+                    found.append(p)
+                    continue
                 check_link(p)
                 if p.is_file():
                     if p.stat().st_size == 0:  # an interrupted copy: never counted as an image

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DraemZooError
 from .local import Summary, progress_bar
 from .records import draw_overlays, error_record, prediction_records, safe_decode
 from .sink import PredictionSink
@@ -25,11 +26,18 @@ def is_uri(path: str) -> bool:
     return "://" in str(path)
 
 
+def absolute(spec: str) -> str:
+    """A local path made absolute (Ray's workers do not run in the driver's folder); URIs and hf-hub: ids as they are."""
+    if is_uri(spec) or str(spec).startswith("hf-hub:") or not Path(spec).exists():
+        return str(spec)
+    return str(Path(spec).absolute())
+
+
 def _decode_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     """Ray Data task: path (or bytes + path) -> uint8 pixels (B, 3, S, S) and an error column ("" when read)."""
     names = [str(p) for p in batch["path"]]
-    sources = list(batch["bytes"]) if "bytes" in batch else names
-    decoded = [safe_decode(bytes(s) if not isinstance(s, str) else s, size, n) for s, n in zip(sources, names)]
+    sources = list(batch["bytes"]) if "bytes" in batch else [None] * len(names)
+    decoded = [safe_decode(n if s is None else bytes(s), size, n) for s, n in zip(sources, names)]
     return {"image": np.array(names, dtype=object), "pixels": np.stack([d[0].numpy() for d in decoded]),
             "error": np.array([d[1] for d in decoded], dtype=object)}
 
@@ -79,11 +87,19 @@ def predict_ray(spec: str, model, paths: list[str], sink: PredictionSink, *, add
     t0 = time.perf_counter()
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, configure_logging=False)
+    have = ray.cluster_resources()
     if gpus_per_copy is None:
-        gpus_per_copy = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 and device != "cpu" else 0.0
+        gpus_per_copy = 1.0 if have.get("GPU", 0) >= 1 and device != "cpu" else 0.0
+    # the model copies must leave room for a decoding task, or the pipeline waits for ever
+    if concurrency * cpus_per_copy + 0.5 > have.get("CPU", 0) or concurrency * gpus_per_copy > have.get("GPU", 0):
+        raise DraemZooError(
+            f"--concurrency {concurrency} copies of {cpus_per_copy:g} CPU and {gpus_per_copy:g} GPU each, plus half a "
+            f"CPU to decode, do not fit this Ray cluster ({have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs): "
+            "lower --concurrency, --cpus-per-copy or --gpus-per-copy")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # one bar, ours, in images
     ctx.print_on_execution_start = False
+    ctx.execution_options.preserve_order = True  # records in input order, as on one machine
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     uris = [p for p in paths if is_uri(p)]
     files = [p for p in paths if not is_uri(p) and p not in sink.done]
@@ -91,11 +107,19 @@ def predict_ray(spec: str, model, paths: list[str], sink: PredictionSink, *, add
     if files:
         parts.append(ray.data.from_items([{"path": p} for p in files]))
     if uris:
-        ds_uri = ray.data.read_binary_files(uris, include_paths=True)
-        if sink.done:
-            done = sink.done
+        # read_binary_files names objects without their scheme: it is put back, so a record names its URI
+        scheme = uris[0].split("://", 1)[0] + "://"
+        if any(not u.startswith(scheme) for u in uris):
+            raise DraemZooError(f"URI inputs of one run share a scheme: {', '.join(uris)}")
+        done = sink.done
+
+        def named(row: dict) -> dict:
+            return {"path": scheme + str(row["path"]).split("://", 1)[-1], "bytes": row["bytes"]}
+
+        ds_uri = ray.data.read_binary_files(uris, include_paths=True).map(named)
+        if done:
             ds_uri = ds_uri.filter(lambda row: row["path"] not in done)
-        parts.append(ds_uri.select_columns(["path", "bytes"]))
+        parts.append(ds_uri)
     skipped = sum(1 for p in paths if not is_uri(p) and p in sink.done)  # URI inputs: skipped unseen, not counted
     summary = Summary(engine="ray-data", skipped=skipped, output=str(sink.path) if sink.path else None)
     if not parts:

@@ -138,7 +138,8 @@ class DraemService:
                 check_filter_size(filter_size, "filter_size", m.config.image_size)
             except DraemZooError as exc:
                 raise HTTPException(400, str(exc)) from None
-        data, filename = upload_image(await self._body(request), request.headers.get("content-type", ""))
+        body = await self._body(request)  # a large form is parsed off the event loop
+        data, filename = await asyncio.to_thread(upload_image, body, request.headers.get("content-type", ""))
         if not data:
             raise HTTPException(400, "the request has no image: send the file as the body or as a form file")
         try:

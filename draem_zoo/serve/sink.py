@@ -51,12 +51,19 @@ class PredictionSink:
                     for v in pq.read_table(part, columns=["image"]).column("image").to_pylist()}
         done, keep = set(), 0
         with self.path.open("rb") as f:
-            for line in f:
-                try:
-                    done.add(json.loads(line)["image"])
-                except (ValueError, KeyError):
-                    break  # the line a crash cut short: dropped below, its image predicted again
-                keep += len(line)
+            lines = f.readlines()
+        for i, line in enumerate(lines):
+            try:
+                rec = json.loads(line) if line.endswith(b"\n") else None
+            except ValueError:
+                rec = None
+            if not isinstance(rec, dict) or "image" not in rec:
+                if i < len(lines) - 1:  # not the last line: not a crash's cut, and nothing is dropped for it
+                    raise DraemZooError(f"{self.path}, line {i + 1}: not a prediction record; this file was edited "
+                                        "or two runs wrote to it at once: fix or remove that line, or use another --out")
+                break  # the line a crash cut short: dropped below, its image predicted again
+            done.add(rec["image"])
+            keep += len(line)
         if keep < self.path.stat().st_size:
             with self.path.open("r+b") as f:
                 f.truncate(keep)
@@ -84,7 +91,7 @@ class PredictionSink:
 
         schema = pa.schema([(k, getattr(pa, t)()) for k, t in COLUMNS.items()])
         table = pa.Table.from_pylist([{k: r.get(k) for k in COLUMNS} for r in self._rows], schema=schema)
-        n = len(list(self.path.glob("part-*.parquet")))
+        n = 1 + max((int(p.stem.split("-")[1]) for p in self.path.glob("part-*.parquet")), default=-1)
         tmp = self.path / f".part-{n:05d}.tmp"
         pq.write_table(table, tmp)
         tmp.replace(self.path / f"part-{n:05d}.parquet")  # whole parts only: a crash leaves no half file

@@ -255,7 +255,7 @@ def test_one_training_image_is_refused_before_training_or_scores_only_with_a_not
 
 
 @pytest.mark.parametrize("command,says", [("train", "train"), ("search", "search --resume"),
-                                          ("reproduce", "finished runs are kept"), ("predict", None)])
+                                          ("reproduce", "finished runs are kept"), ("predict", "--resume")])
 def test_interrupt_message_names_the_command_s_own_resume(monkeypatch, capsys, command, says):
     """Ctrl-C: each command says how to continue it (search spoke of train before); others just stop."""
     def interrupted(args):

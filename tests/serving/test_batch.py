@@ -30,3 +30,27 @@ def test_ray_data_predict_matches_model_predict_with_an_error_row_and_resumes(ra
     assert len(scored) == 8
     for r in scored:
         assert abs(r["score"] - ref[r["image"]]) < 1e-5 and r["anomalous"] == (r["score"] >= thr)
+
+
+def test_uri_and_file_inputs_together_keep_their_names_and_oversized_pools_are_refused(ray_local, model_dir, tmp_path,
+                                                                                     capsys):
+    from .conftest import write_images
+
+    folder = tmp_path / "bucket"
+    uris = write_images(folder, 3, seed=5)
+    files = write_images(tmp_path / "local", 2, seed=6)
+    out = tmp_path / "out"
+    argv = ["predict", "--model", str(model_dir), "--engine", "ray", "--out", str(out), "--overlays", "none"]
+    assert cli.main([*argv, f"file://{folder}", *map(str, files)]) == 0
+    recs = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    names = {r["image"] for r in recs}
+    assert names == {f"file://{p}" for p in uris} | {str(p) for p in files}  # the scheme kept: a URI stays one
+    ref = reference_scores(model_dir, uris + files)
+    for r in recs:
+        assert abs(r["score"] - ref[r["image"].removeprefix("file://")]) < 1e-5
+    capsys.readouterr()
+    assert cli.main([*argv, "--resume", f"file://{folder}"]) == 0  # all there: nothing read again
+    assert json.loads(capsys.readouterr().out)["summary"]["scored"] == 0
+    # two copies of 1 CPU and a decoding task cannot fit 2 CPUs: refused, not a pipeline waiting for ever
+    assert cli.main([*argv, "--concurrency", "2", "--out", str(tmp_path / "o2"), *map(str, files)]) == 2
+    assert "do not fit this Ray cluster" in capsys.readouterr().err

@@ -108,3 +108,30 @@ def test_bad_requests_are_one_line(model_dir, tmp_path, capsys):
     paths = write_images(tmp_path / "a", 1)
     code, _, err = run(capsys, "--model", model_dir, *paths, "--format", "parquet")
     assert code == 2 and "--out" in err
+
+
+def test_resume_refuses_a_damaged_middle_line_and_keeps_a_complete_last_record(model_dir, tmp_path, capsys):
+    paths = write_images(tmp_path / "a", 4)
+    out = tmp_path / "out"
+    assert run(capsys, "--model", model_dir, *paths[:2], "--out", out, "--overlays", "none")[0] == 0
+    jsonl = out / "predictions.jsonl"
+    good = jsonl.read_text()
+    jsonl.write_text(good.rstrip("\n"))  # the crash came between a record's "}" and its newline
+    assert run(capsys, "--model", model_dir, *paths, "--out", out, "--resume")[0] == 0
+    assert [r["image"] for r in lines(jsonl)] == [str(p) for p in paths]  # nothing glued, nothing lost
+    jsonl.write_text(good.replace("\n", "\n[1]\n", 1))
+    code, _, err = run(capsys, "--model", model_dir, *paths, "--out", out, "--resume")
+    assert code == 2 and "line 2: not a prediction record" in err
+    assert jsonl.read_text() == good.replace("\n", "\n[1]\n", 1)  # left as it was
+
+
+def test_an_empty_file_or_broken_link_in_a_folder_is_an_error_row(model_dir, tmp_path, capsys):
+    paths = write_images(tmp_path / "a", 2)
+    (tmp_path / "a" / "empty.png").write_bytes(b"")
+    (tmp_path / "a" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    code, stdout, _ = run(capsys, "--model", model_dir, tmp_path / "a", paths[0], "--workers", 0)
+    assert code == 0
+    recs = {r["image"]: r for r in map(json.loads, stdout.splitlines())}
+    assert len(recs) == 4  # paths[0] named twice, predicted once
+    assert "score" in recs[str(paths[0])] and "score" in recs[str(paths[1])]
+    assert "error" in recs[str(tmp_path / "a" / "empty.png")] and "error" in recs[str(tmp_path / "a" / "gone.png")]
