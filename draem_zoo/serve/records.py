@@ -48,12 +48,15 @@ def error_record(image: str, message: str) -> dict[str, Any]:
 def prediction_records(images: list[str], pred, threshold: float | None) -> list[dict[str, Any]]:
     """One record per image of a batch :class:`~draem_zoo.model.draem.Prediction`."""
     out = []
+    # one transfer per batch, not one device sync per image
+    scores = pred.score.float().cpu().tolist()
+    flags = None if pred.anomalous is None else pred.anomalous.cpu().tolist()
+    shares = None if pred.mask is None else pred.mask.flatten(1).float().mean(1).cpu().tolist()
     for i, image in enumerate(images):
-        rec: dict[str, Any] = {"image": image, "score": float(pred.score[i]),
-                               "anomalous": None if pred.anomalous is None else bool(pred.anomalous[i]),
+        rec: dict[str, Any] = {"image": image, "score": scores[i], "anomalous": None if flags is None else bool(flags[i]),
                                "threshold": threshold, "filter_size": int(pred.filter_size)}
-        if pred.mask is not None:
-            rec["anomalous_pixels"] = round(float(pred.mask[i].float().mean()), 6)
+        if shares is not None:
+            rec["anomalous_pixels"] = round(shares[i], 6)
         out.append(rec)
     return out
 
