@@ -39,7 +39,7 @@ BASELINE = """
 import json, sys, time
 import draem_zoo
 from pathlib import Path
-from draem_zoo.data.mvtec import load_category
+from draem_zoo.data import load_category
 from draem_zoo.evaluation.evaluate import compute_maps
 from draem_zoo.evaluation.validation import validation_metrics
 from draem_zoo.pipeline.workflow import load_run_config, reference_validation_set
@@ -61,7 +61,7 @@ print(json.dumps({"val_score": m["val_score"], "se": m["val_score_se"], "filter_
 
 def new_score(model_dir: Path) -> dict:
     import draem_zoo
-    from draem_zoo.data.mvtec import load_category
+    from draem_zoo.data import load_category
     from draem_zoo.evaluation.evaluate import compute_maps
     from draem_zoo.evaluation.validation import validation_metrics
     from draem_zoo.pipeline.workflow import load_run_config, reference_validation_set

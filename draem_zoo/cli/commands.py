@@ -50,7 +50,8 @@ def run_config_from_args(args: argparse.Namespace):
 
     flags = {"data.root": args.data, "data.category": args.category, "model.image_size": args.image_size,
              "train.iterations": args.iterations, "train.batch_size": args.batch_size,
-             "synthesis.anomaly_source": args.anomaly_source, "train.seed": args.seed, "train.device": args.device}
+             "synthesis.anomaly_source": args.anomaly_source, "train.seed": args.seed, "train.device": args.device,
+             "data.dataset": None if getattr(args, "dataset", "auto") == "auto" else args.dataset}
     items = [f"{k}={v}" for k, v in flags.items() if v is not None]
     return make_run_config(items + list(args.set or []), variant=args.variant)
 
@@ -64,17 +65,21 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from ..data.mvtec import describe
+    from ..data import DATASETS, describe
 
-    counts = describe(args.root)
+    counts = describe(args.root, args.dataset)
     if args.json:
         print(json.dumps(counts, indent=2))
         return 0
     if not counts:
-        raise DraemZooError(f"{args.root}: no category folders with train/good/ found")
+        raise DraemZooError(f"{args.root}: no categories found (read as --dataset {args.dataset})")
+    ds = DATASETS[next(iter(counts.values()))["dataset"]]
+    title = f"{ds.title} layout" if ds.name == "mvtec" else ds.title  # users' own data take MVTec AD's layout
+    print(f"{args.root}: {title} ({ds.name}{', detected' if args.dataset == 'auto' else ''}; {ds.layout})")
     for cat, c in counts.items():
         defects = ", ".join(f"{d} {n}" for d, n in c["test_per_defect"].items())
-        print(f"{cat:20s} train {c['train']:5d}  val {c['val']:4d}  test {c['test']:5d}  ({defects})")
+        only = f"  image labels only: {', '.join(c['image_labels_only'])}" if c.get("image_labels_only") else ""
+        print(f"{cat:20s} train {c['train']:5d}  val {c['val']:4d}  test {c['test']:5d}  ({defects}){only}")
     return 0
 
 
@@ -111,19 +116,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..data.mvtec import DataConfig, load_category
+    from ..data import DataConfig, load_category
     from ..evaluation.evaluate import EvalConfig, evaluate_model
 
     model = _load_model(args.model, _device(args.device))
-    data = load_category(DataConfig(args.data, args.category, val_fraction=0.0), model.config.image_size,
-                         progress=not args.json, splits=("test",))
+    data = load_category(DataConfig(args.data, args.category, val_fraction=0.0, dataset=args.dataset),
+                         model.config.image_size, progress=not args.json, splits=("test",))
     if not len(data.test):
-        raise DraemZooError(f"{Path(args.data) / args.category / 'test'}: no test images to evaluate on")
+        raise DraemZooError(f"{Path(args.data) / args.category}: no test images to evaluate on "
+                            f"({data.files.dataset} layout)")
     cfg = EvalConfig()
     sizes = tuple(sorted(set(cfg.filter_sizes) | {model.score_config.filter_size}))
     cfg = EvalConfig(filter_sizes=sizes, batch_size=args.batch_size)
-    result = evaluate_model(model, data.test, data.test_labels, data.test_masks, data.test_defects, cfg,
-                            filter_size=args.filter_size, progress=not args.json)
+    result = evaluate_model(model, data.test, data.test_labels, data.pixel_masks, data.test_defects, cfg,
+                            filter_size=args.filter_size, progress=not args.json, pixel_note=data.files.pixel_note)
+    result["dataset"] = data.files.dataset
     result["model"] = args.model
     result["category"] = args.category
     if args.json:
@@ -135,6 +142,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_set(args: argparse.Namespace) -> list[str]:
+    """``--dataset`` as the setting it is (none for auto: each run detects it, its fingerprint records it)."""
+    return [] if getattr(args, "dataset", "auto") == "auto" else [f"data.dataset={args.dataset}"]
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from ..search.driver import SearchOptions, run_search
 
@@ -144,7 +156,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         gpus_per_trial=args.gpus_per_trial, workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker, final_workers=args.final_workers, final_seeds=args.final_seeds,
         backbones_final=args.backbones_final, front=args.front,
-        resume=args.resume, sets=list(args.set or []), sampler=args.sampler, seed=args.seed, retries=args.retries,
+        resume=args.resume, sets=_dataset_set(args) + list(args.set or []), sampler=args.sampler, seed=args.seed, retries=args.retries,
         max_concurrent=args.max_concurrent, lr_scaling=args.lr_scaling, num_cpus=args.num_cpus,
         progress=not args.quiet, validations=args.validations, rungs=args.rungs, trial_image_size=args.trial_image_size,
         warm_start=args.warm_start, plan=args.plan, throughput=args.throughput,
@@ -199,9 +211,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from ..hub.publish import build_releases, plan, publish
+    from ..hub.publish import build_releases, plan, publish, zoo_prefix
 
     cats = [c for c in (args.categories or "").split(",") if c] or None
+    args.prefix = args.prefix or zoo_prefix(args.results, cats, args.dataset, args.license)
     releases = build_releases(args.results, args.org, args.prefix, args.dataset, args.license, cats,
                               warn=lambda m: print(m, file=sys.stderr))
     if args.dry_run:
@@ -266,6 +279,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                             categories=args.categories, seeds=seeds, iterations=args.iterations, variant=args.variant,
                             image_size=args.image_size, device=args.device, sets=list(args.set or []),
                             protocol=args.protocol, report_only=args.report_only, progress=not args.quiet,
+                            dataset=args.dataset,
                             command=shlex.join(["draem-zoo", *sys.argv[1:]]) if sys.argv[1:2] == ["reproduce"]
                             else "")
     report = run_reproduce(opts)

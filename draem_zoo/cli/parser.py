@@ -29,6 +29,7 @@ from .commands import (
     cmd_train,
     cmd_variants,
 )
+from .datasetflag import add_dataset_flag
 from .errors import debug_enabled, explain
 from .serving import add_parsers as add_serving_parsers
 
@@ -66,8 +67,9 @@ EPILOG = """start here:
   draem-zoo config --variant timm-resnet18          every config key, for --set
   draem-zoo reproduce --data mvtec --anomaly-source dtd/images --out runs/repro   the paper's table
 
-Data layout (MVTec AD): ROOT/CATEGORY/train/good/*.png, ROOT/CATEGORY/test/<defect>/*.png,
-ROOT/CATEGORY/ground_truth/<defect>/<name>_mask.png.
+Data: MVTec AD's layout (ROOT/CATEGORY/train/good, test/<defect>, ground_truth/<defect>/<name>_mask.png;
+a defect without ground_truth/ is labelled per image: image metrics only), VisA, MVTec AD 2 and DAGM 2007 as
+distributed: detected (--dataset overrides). See README, "Datasets".
 """
 
 
@@ -81,7 +83,8 @@ def _add_train(sub) -> None:
         epilog="examples:\n  draem-zoo train --data mvtec --category bottle --out runs/bottle --variant paper\n"
         "  draem-zoo train --data mvtec --category grid --out runs/grid --set loss.ssim_weight=2 "
         "--set loss.focal_gamma=3\n  (draem-zoo config lists every --set key)")
-    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root in MVTec AD layout")
+    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root (see --dataset)")
+    add_dataset_flag(p)
     p.add_argument("--category", required=True, metavar="NAME", help="category folder under ROOT")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
     p.add_argument("--variant", default=None, help="model variant (default paper; see draem-zoo variants)")
@@ -113,7 +116,8 @@ def _add_search(sub) -> None:
         "  draem-zoo search --data mvtec --out results/mvtec --space search_spaces/default.py "
         "--trials 32 --gpus-per-trial 1\n  draem-zoo search --data mvtec --out results/mvtec --address auto "
         "--storage /shared/draem --resume\n  draem-zoo status results/mvtec")
-    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root (MVTec AD layout), seen by all nodes")
+    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root (see --dataset), seen by all nodes")
+    add_dataset_flag(p)
     p.add_argument("--out", required=True, metavar="RESULTS", help="results folder")
     p.add_argument("--categories", default="all", help="a,b,c or all (default)")
     p.add_argument("--space", default="search_spaces/default.py", help="search-space file")
@@ -197,11 +201,12 @@ def _add_zoo(sub) -> None:
                        "and a zoo index (ORG/PREFIX-index). The token comes from HF_TOKEN or `hf auth login`.")
     p.add_argument("results", metavar="RESULTS")
     p.add_argument("--org", required=True, help="Hub user or organisation")
-    p.add_argument("--prefix", default="draem-mvtec", help="repository name prefix (default draem-mvtec)")
+    p.add_argument("--prefix", default=None, help="repository name prefix (default: after the dataset: draem-mvtec, "
+                   "draem-visa, draem-mvtec-ad2, draem-dagm, draem-<name>)")
     p.add_argument("--categories", default=None, help="a,b (default: every exported category)")
     p.add_argument("--dataset", default=None, help="training data name for the card (default: from the data root)")
     p.add_argument("--license", default=None,
-                   help="license of the training data, inherited by the model (MVTec AD: cc-by-nc-sa-4.0, detected)")
+                   help="license of the training data, inherited by the model (detected for MVTec AD, MVTec AD 2, VisA)")
     p.add_argument("--private", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="show what would be uploaded; upload nothing")
     p.set_defaults(func=cmd_publish)
@@ -255,7 +260,8 @@ def _add_reproduce(sub) -> None:
         "  draem-zoo reproduce --data mvtec --anomaly-source dtd/images --out runs/repro --categories bottle,grid "
         "--seeds 0,1,2 --device cuda:1 --protocol both\n  draem-zoo reproduce --data data --categories magnetic_tile --anomaly-source "
         "dtd --out runs/mt --variant paper-tiny --image-size 128 --iterations 1800   # a CPU budget")
-    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root in MVTec AD layout")
+    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root (see --dataset)")
+    add_dataset_flag(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (one model directory per run)")
     p.add_argument("--anomaly-source", default=None, metavar="DIR", help="DTD's images/ folder (the paper's source)")
     p.add_argument("--categories", default="all", help="a,b,c or all (default)")
@@ -287,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("describe", help="list the categories of a dataset root with image counts")
     p.add_argument("root", metavar="ROOT")
+    add_dataset_flag(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_describe)
 
@@ -300,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "ROOT/CATEGORY/test (maps computed once; headline at the model's s_f).")
     p.add_argument("--model", required=True, metavar="DIR_OR_HUB_ID")
     p.add_argument("--data", required=True, metavar="ROOT")
+    add_dataset_flag(p)
     p.add_argument("--category", required=True, metavar="NAME")
     p.add_argument("--filter-size", type=int, default=None, help="headline s_f (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=16)

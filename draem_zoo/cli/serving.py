@@ -34,7 +34,9 @@ def add_parsers(sub, int_at_least) -> None:
                    help="write DIR/predictions.jsonl (or .parquet) and DIR/overlays/ (default: records on stdout)")
     p.add_argument("--overlays", choices=("all", "anomalous", "none"), default="anomalous",
                    help="which overlay PNGs to draw under --out (default: anomalous, the ones over the threshold)")
-    p.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="output format under --out")
+    p.add_argument("--format", choices=("jsonl", "parquet", "mvtec_ad2"), default="jsonl",
+                   help="output under --out: jsonl, parquet, or mvtec_ad2 (the one input is the MVTec AD 2 folder: "
+                   "the maps of the model's object's private test splits as its evaluation server takes them)")
     p.add_argument("--resume", action="store_true", help="skip the images already in --out's output (error rows too)")
     p.add_argument("--filter-size", type=int, default=None, help="mean-filter size s_f (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=16)
@@ -101,6 +103,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..serve.sink import PredictionSink
     from ..train.trainer import resolve_device
 
+    if args.format == "mvtec_ad2":
+        return _predict_mvtec_ad2(args)
     out = Path(args.out) if args.out else None
     if out is not None:  # before the model loads: a bad --out fails in a second, not after the first batch
         if out.exists() and not out.is_dir():
@@ -140,6 +144,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                   gpus_per_copy=args.gpus_per_copy, cpus_per_copy=args.cpus_per_copy,
                                   device=args.device, **common)
     print(json.dumps({"summary": summary}), file=sys.stdout if out else sys.stderr)
+    return 0
+
+
+def _predict_mvtec_ad2(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..serve.models import load_spec
+    from ..serve.submission import write_submission
+    from ..train.trainer import resolve_device
+
+    if not args.out:
+        raise DraemZooError("--format mvtec_ad2 writes a folder for the evaluation server: give --out DIR")
+    model = load_spec(args.model, str(resolve_device(args.device)))
+    if model.score_config.pixel_threshold is None:
+        print(f"note: {args.model} has no pixel threshold (trained without validation normals): only the continuous "
+              "maps are written, no anomaly_images_thresholded/", file=sys.stderr)
+    bar = tqdm(desc="mvtec_ad2 maps", unit="img", disable=args.no_progress or not sys.stderr.isatty())
+    try:
+        summary = write_submission(model, args.inputs, args.out, batch_size=args.batch_size, resume=args.resume,
+                                   tick=bar.update)
+    finally:
+        bar.close()
+    print(json.dumps({"summary": summary}))
+    print(f"check and pack {args.out} for upload with the benchmark's check_and_prepare_data_for_upload.py",
+          file=sys.stderr)
     return 0
 
 

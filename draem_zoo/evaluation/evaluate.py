@@ -130,6 +130,8 @@ def score_maps(maps: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | N
         p = pixel_metrics(mk, mp)
         out.update({"pixel_auroc": _r(p["auroc"]), "pixel_ap": _r(p["ap"]), "pixel_f1_max": _r(p["f1_max"]),
                     "aupro": _r(aupro(mk, mp, aupro_limit))})
+    elif pixel:  # no masks (image labels only): the keys are there, without a value
+        out.update(dict.fromkeys(("pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro")))
     if defects is not None:
         per = {}
         normal = ~y
@@ -175,11 +177,12 @@ def metric_notes(labels: torch.Tensor, masks: torch.Tensor | None, split: str = 
 
 def evaluate_model(model: DraemModel, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
                    defects: list[str], cfg: EvalConfig, filter_size: int | None = None,
-                   progress: bool = False, split: str = "test") -> dict:
+                   progress: bool = False, split: str = "test", pixel_note: str | None = None) -> dict:
     """Maps once, then every metric; headline image metrics at ``filter_size`` (the ``--filter-size``
     given, else the model's s_f), which must fit the model's maps (a ConfigError otherwise, before any
     inference). Sizes of ``cfg.filter_sizes`` larger than the maps are left out of ``by_filter_size``.
-    ``notes`` lists the metrics that could not be computed, and why."""
+    ``notes`` lists the metrics that could not be computed, and why (``masks`` None: the test images are
+    labelled per image only, ``pixel_note`` says so)."""
     side = model.config.image_size
     if filter_size is not None:
         selected = check_filter_size(filter_size, "--filter-size", side)
@@ -198,5 +201,8 @@ def evaluate_model(model: DraemModel, images: torch.Tensor, labels: torch.Tensor
     finally:
         if bar:
             bar.close()
-    return {"split": split, **score_maps(maps, labels, masks, sizes, selected, defects, cfg.aupro_fpr_limit),
-            "notes": metric_notes(labels, masks, split)}
+    out = {"split": split, **score_maps(maps, labels, masks, sizes, selected, defects, cfg.aupro_fpr_limit),
+           "notes": metric_notes(labels, masks, split) + ([pixel_note] if pixel_note and masks is None else [])}
+    if pixel_note and masks is None:
+        out["pixel_note"] = pixel_note
+    return out

@@ -20,12 +20,12 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..data.datasets import DATASETS
 from ..errors import DraemZooError
 
 TEMPLATE_NAME = "model_card.md.j2"
-MVTEC = {"name": "MVTec AD", "license": "cc-by-nc-sa-4.0", "dataset_id": "mvtec-ad",
-         "note": "MVTec AD is licensed CC BY-NC-SA 4.0, and so are models trained on it: non-commercial use only, "
-                 "share alike, with attribution to MVTec Software GmbH."}
+# the zoo's repository names, <org>/<prefix>-<category>, after the dataset read
+PREFIXES = {"mvtec": "draem-mvtec", "mvtec_ad2": "draem-mvtec-ad2", "visa": "draem-visa", "dagm": "draem-dagm"}
 HEADLINE = (("image_auroc", "image AUROC", "roc_auc"), ("pixel_auroc", "pixel AUROC", "roc_auc"),
             ("pixel_ap", "pixel AP", "average_precision"), ("aupro", "AUPRO (FPR <= 0.3)", "aupro"))
 
@@ -40,17 +40,31 @@ def template_path() -> Path:
     return Path(str(ref))
 
 
-def dataset_info(data_root: str | None, dataset: str | None = None, license: str | None = None) -> dict[str, Any]:
-    """Name, license and a note for the training data; MVTec AD is recognised by name."""
+def dataset_info(data_root: str | None, dataset: str | None = None, license: str | None = None,
+                 read: str | None = None) -> dict[str, Any]:
+    """Name, license, Hub dataset id and a note for the training data. ``read``: the dataset its files were
+    read as (the model's data fingerprint): VisA and MVTec AD 2 are known by their layout; the MVTec AD
+    layout, which users' own data share, is MVTec AD only by name (``--dataset`` or the data root's);
+    a dataset of unknown license (DAGM 2007, users' data) needs ``license``. An explicit ``license``
+    other than the dataset's makes it the user's data of that license."""
+    known = DATASETS.get(read or "")
     name = dataset or (Path(data_root).name if data_root else "custom data")
-    if re.search(r"mvtec", f"{name} {data_root or ''}", re.I) and not (license and license != MVTEC["license"]):
-        return dict(MVTEC, name=dataset or MVTEC["name"], is_mvtec=True)
+    if read == "mvtec" or read is None:
+        known = DATASETS["mvtec"] if re.search(r"mvtec", f"{name} {data_root or ''}", re.I) else None
+    if known and known.license and not (license and license != known.license):
+        return {"name": dataset or known.title, "license": known.license, "dataset_id": known.hub_id,
+                "note": known.license_note, "is_mvtec": known.name == "mvtec", "dataset": known.name,
+                "prefix": PREFIXES[known.name]}
     if not license:
-        raise DraemZooError(f"the license of the training data ({name}) is unknown, and a model inherits it: "
-                            "pass --license (e.g. cc-by-nc-sa-4.0 for MVTec AD, or your data's license)")
-    return {"name": name, "license": license, "dataset_id": re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-"),
+        raise DraemZooError(f"the license of the training data ({known.title if known else name}) is unknown, and a "
+                            "model inherits it: pass --license (e.g. cc-by-nc-sa-4.0 for MVTec AD and MVTec AD 2, "
+                            "cc-by-4.0 for VisA, or your data's license)")
+    name = dataset or (known.title if known else name)
+    slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    return {"name": name, "license": license, "dataset_id": known.hub_id if known else slug,
             "note": f"The training data ({name}) is licensed {license}; the model follows its terms.",
-            "is_mvtec": False}
+            "is_mvtec": False, "dataset": known.name if known else None,
+            "prefix": PREFIXES[known.name] if known else f"draem-{slug}"}
 
 
 def search_info(results: Path, category: str) -> dict[str, Any] | None:
@@ -142,7 +156,7 @@ def render_card(model_dir: str | Path, repo_id: str, dataset: dict[str, Any],
     n_train = (cfg.get("data") or {}).get("counts", {}).get("train") or 1
     iters = training.get("iterations") or 0
     source = training.get("anomaly_source") or "procedural"
-    skip = {"n_images", "n_anomalous", "filter_size", "by_filter_size", "per_defect", "split"}
+    skip = {"n_images", "n_anomalous", "filter_size", "by_filter_size", "per_defect", "split", "pixel_note"}
     all_metrics = [(k, _pct(v) if isinstance(v, float) and k != "inference_images_per_s" else v)
                    for k, v in test.items() if k not in skip]
     all_metrics += [(f"image AUROC, {d}", _pct(v.get("image_auroc"))) for d, v in (test.get("per_defect") or {}).items()]
@@ -164,6 +178,7 @@ def render_card(model_dir: str | Path, repo_id: str, dataset: dict[str, Any],
         recipe=recipe_text(run.get("train") or {}), search=search, all_metrics=all_metrics,
         selection_text=selection_text, speed=test.get("inference_images_per_s", "n/a"),
         license_note=dataset["note"], weights_sha256=cfg.get("weights_sha256"), is_mvtec=dataset.get("is_mvtec"),
+        dataset_key=dataset.get("dataset"), pixel_note=test.get("pixel_note"),
         onnx=onnx)
     text = str(card)
     if front and front.get("members"):

@@ -138,6 +138,23 @@ def _checked_model_dir(model_dir: Path) -> tuple[dict[str, Any], dict[str, str]]
     return cfg, {WEIGHTS: weights, CONFIG: sha256_file(model_dir / CONFIG)}
 
 
+def zoo_prefix(results: str | Path, categories: list[str] | None = None, dataset: str | None = None,
+               license: str | None = None) -> str:
+    """The repository name prefix after the dataset the models were trained on (``draem-mvtec``,
+    ``draem-visa``, ``draem-mvtec-ad2``, ``draem-dagm``, ``draem-<name>`` for other data)."""
+    results = Path(results)
+    found = sorted(p.parent.parent.name for p in results.glob(f"*/best/{CONFIG}"))
+    first = next((c for c in (categories or found) if c in found), None)
+    if first is None:
+        return "draem-mvtec"  # build_releases names what is missing
+    try:
+        cfg = json.loads((results / first / "best" / CONFIG).read_text())
+    except (OSError, ValueError):
+        return "draem-mvtec"  # build_releases names the damaged file
+    root = ((cfg.get("run") or {}).get("data") or {}).get("root")
+    return dataset_info(root, dataset, license, (cfg.get("data") or {}).get("dataset"))["prefix"]
+
+
 def build_releases(results: str | Path, org: str, prefix: str = "draem-mvtec", dataset: str | None = None,
                    license: str | None = None, categories: list[str] | None = None,
                    warn: Callable[[str], None] = print) -> list[Release]:
@@ -175,7 +192,7 @@ def _release(results: Path, cat: str, model_dir: Path, repo_id: str, dataset: st
     """One checked release: the category's best model (``main``) or a front ``member`` (its branch)."""
     cfg, digests = _checked_model_dir(model_dir)
     root = ((cfg.get("run") or {}).get("data") or {}).get("root")
-    info = dataset_info(root, dataset, license)
+    info = dataset_info(root, dataset, license, (cfg.get("data") or {}).get("dataset"))
     onnx, onnx_sha256 = _onnx_file(model_dir, cfg, warn)
     search = search_info(results, cat)
     if member and search:  # the search paragraph of a member's card is about the member

@@ -45,6 +45,7 @@ def _run_record(run_dir: Path) -> dict[str, Any] | None:
     chosen_iteration = sel.get("best_iteration") if sel.get("weights") == "best" else training.get("iterations")
     return {
         "category": (cfg.get("data") or {}).get("category") or run_dir.parent.name,
+        "dataset": (cfg.get("data") or {}).get("dataset") or "mvtec",
         "protocol": protocol_of(run_dir.name),
         "seed": (run.get("train") or {}).get("seed"), "model_dir": str(run_dir),
         "variant": cfg["model"]["variant"], "image_size": cfg["model"]["image_size"],
@@ -91,9 +92,11 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mine = [r for r in runs if r["category"] == cat and r["protocol"] == proto]
         rhos = [r["selection_analysis"]["spearman"] for r in mine
                 if r["selection_analysis"] and r["selection_analysis"]["spearman"] is not None]
-        rows.append({"category": cat, "protocol": proto, "group": paper.group_of(cat), "seeds": [r["seed"] for r in mine],
+        ds = mine[0]["dataset"]
+        rows.append({"category": cat, "protocol": proto, "group": paper.group_of(cat) if ds == "mvtec" else None,
+                     "seeds": [r["seed"] for r in mine], "dataset": ds,
                      **{k: _stats([r["test"][k] for r in mine]) for k in METRICS},
-                     "paper": paper.paper_results(cat),
+                     "paper": paper.paper_results(cat, ds),
                      "filter_sizes": [r["filter_size"] for r in mine],
                      "ties": sum(bool(r["filter_size_tie"]) for r in mine),
                      "val_score": _stats([r["val_score"] for r in mine]),
@@ -114,8 +117,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             papers = [m["paper"] for m in members if m["paper"]]
             row["paper"] = ({k: round(statistics.fmean(p[k] for p in papers), 2) for k in paper.METRICS}
                             if len(papers) == len(members) else None)
-            if name == "mean (all)" and {m["category"] for m in members} == set(paper.CATEGORIES):
-                row["paper"] = dict(paper.HEADLINE_MEAN)  # the published headline
+            ref = paper.reference(members[0].get("dataset"))
+            if name == "mean (all)" and ref["mean"] and {m["category"] for m in members} == set(ref["categories"]):
+                row["paper"] = dict(ref["mean"])  # the published headline
             means.append(row)
     return rows + means
 
@@ -182,14 +186,19 @@ def _selection_rows(runs: list[dict[str, Any]]) -> list[str]:
     return lines if len(lines) > 6 else []
 
 
+def _citation(runs: list[dict[str, Any]]) -> str:
+    return "; ".join(paper.reference(ds)["citation"] if ds == "mvtec" else f"{ds}: {paper.reference(ds)['citation']}"
+                     for ds in dict.fromkeys(r.get("dataset", "mvtec") for r in runs))
+
+
 def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], command: str) -> str:
     lines = ["# DRAEM reproduction", "", _setup_line(runs), ""]
     if command:
         lines += ["Command:", "", "```bash", command, "```", ""]
-    lines += ["Each row says which protocol it ran (listed below): **paper** trains on all of train/good and "
+    lines += ["Each row says which protocol it ran (listed below): **paper** trains on all of the training normals and "
               "reports the last weights at s_f = 21; **zoo** selects the checkpoint and s_f on validation data only "
               "(held-out normal training images with simulated anomalies). The test split is reported, never used "
-              f"for selection. Paper: {paper.CITATION} (the paper reports no AUPRO). Values in %, mean ± std over "
+              f"for selection. Paper: {_citation(runs)} (the paper reports no AUPRO). Values in %, mean ± std over "
               "seeds.", "",
               "| category | protocol | seeds | image AUROC | paper | pixel AUROC | paper | pixel AP | paper | AUPRO | "
               "s_f | val score |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -220,7 +229,7 @@ def write_report(out: Path, command: str = "") -> dict[str, Any]:
     """reproduce.md / .csv / .json from every finished run under ``out`` (written atomically)."""
     runs = collect(out)
     rows = summarise(runs)
-    report = {"runs": runs, "rows": rows, "paper": paper.CITATION, "command": command}
+    report = {"runs": runs, "rows": rows, "paper": _citation(runs) if runs else paper.CITATION, "command": command}
     if not runs:
         return report
     _atomic(out / "reproduce.json", json.dumps(report, indent=1) + "\n")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.mvtec import scan_category, select_categories
+from ..data import scan_category, select_categories
 from ..errors import DraemZooError, OutputLocked
 from ..pipeline.runconfig import make_run_config
 from ..pipeline.workflow import changed_settings, train_category
@@ -43,6 +43,7 @@ class ReproduceOptions:
     sets: list[str] = field(default_factory=list)
     protocol: str = "zoo"  # zoo, paper or both
     report_only: bool = False
+    dataset: str = "auto"
     progress: bool = True
     command: str = ""
 
@@ -56,6 +57,8 @@ def run_config(opts: ReproduceOptions, category: str, seed: int, protocol: str =
     items = [f"data.root={Path(opts.data).expanduser().resolve()}", f"data.category={category}",
              f"model.image_size={opts.image_size}", f"train.iterations={opts.iterations}", f"train.seed={seed}",
              f"train.device={opts.device}"]
+    if opts.dataset != "auto":
+        items.append(f"data.dataset={opts.dataset}")
     if opts.anomaly_source:
         items.append(f"synthesis.anomaly_source={Path(opts.anomaly_source).expanduser().resolve()}")
     return make_run_config(items + list(opts.sets) + protocols.OVERRIDES[protocol], variant=opts.variant)
@@ -64,9 +67,9 @@ def run_config(opts: ReproduceOptions, category: str, seed: int, protocol: str =
 def plan(opts: ReproduceOptions) -> list[tuple[str, int, str]]:
     root = Path(opts.data).expanduser()
     which = protocols.check(opts.protocol)
-    wanted = select_categories(root, opts.categories, "reproduce")
+    wanted = select_categories(root, opts.categories, "reproduce", opts.dataset)
     for c in wanted:  # every file checked before any training
-        scan_category(str(root), c, 0.1, 0)
+        scan_category(str(root), c, 0.1, 0, dataset=opts.dataset)
     if not opts.seeds:
         raise DraemZooError("--seeds: give at least one seed, e.g. 0 or 0,1,2")
     return [(c, s, p) for c in wanted for s in opts.seeds for p in which]

@@ -1,8 +1,11 @@
-"""What the DRAEM paper reports on MVTec AD (Zavrtanik, Kristan, Skočaj, ICCV 2021).
+"""What the DRAEM paper reports (Zavrtanik, Kristan, Skočaj, ICCV 2021), per dataset.
 
-Table 1: image-level AUROC per category; Table 2: pixel-level AUROC and AP per category, in
-percent. The paper reports no AUPRO; later work does, under other training runs, so none is
-quoted here. The per-category values average to the paper's headline 98.0 / 97.3 / 68.4.
+MVTec AD: Table 1, image-level AUROC per category; Table 2, pixel-level AUROC and AP per category, in
+percent. The paper reports no AUPRO; later work does, under other training runs, so none is quoted
+here. The per-category values average to the paper's headline 98.0 / 97.3 / 68.4.
+DAGM 2007: Table 4, image-level only, the mean over the ten classes (no per-class values).
+VisA and MVTec AD 2 came after the paper; no DRAEM result trained per category (the paper's setting)
+was found for them, so their tables say "no published number" rather than quote another setting's.
 """
 
 from __future__ import annotations
@@ -35,9 +38,32 @@ HEADLINE_MEAN = {"image_auroc": 98.0, "pixel_auroc": 97.3, "pixel_ap": 68.4}
 CITATION = "Zavrtanik et al., ICCV 2021, Tables 1 and 2"
 
 
-def paper_results(category: str) -> dict[str, float] | None:
-    """The paper's numbers (%) for an MVTec AD category, or None for any other category."""
-    row = _TABLE.get(category)
+DAGM_CLASSES = tuple(f"Class{k}" for k in range(1, 11))
+REFERENCES = {
+    "mvtec": {"citation": CITATION, "categories": CATEGORIES, "mean": HEADLINE_MEAN},
+    "dagm": {"citation": "Zavrtanik et al., ICCV 2021, Table 4 (DAGM 2007, image level only: the mean over the ten "
+                         "classes, AUROC 99.0; also TPR 96.5, TNR 99.4, classification accuracy 98.5; no per-class "
+                         "values, no localisation)",
+             "categories": DAGM_CLASSES, "mean": {"image_auroc": 99.0}},
+    "visa": {"citation": "no published number: the paper predates VisA, and no DRAEM result trained per category "
+                         "was found for it (ADer's benchmark trains one model for all classes: another setting)",
+             "categories": (), "mean": None},
+    "mvtec_ad2": {"citation": "no published number: the paper predates MVTec AD 2, and no DRAEM result on it was found",
+                  "categories": (), "mean": None},
+}
+
+
+def reference(dataset: str | None) -> dict:
+    """The published numbers for a dataset: citation (or "no published number"), the categories its
+    mean is over, that mean (% per metric, or None)."""
+    return REFERENCES.get(dataset or "mvtec", {"citation": "no published number for this dataset",
+                                               "categories": (), "mean": None})
+
+
+def paper_results(category: str, dataset: str | None = "mvtec") -> dict[str, float] | None:
+    """The paper's numbers (%) for an MVTec AD category, or None for any other category (the paper
+    has per-category numbers for MVTec AD only)."""
+    row = _TABLE.get(category) if (dataset or "mvtec") == "mvtec" else None
     return dict(zip(METRICS, row)) if row else None
 
 

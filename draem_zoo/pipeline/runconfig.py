@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import apply_overrides, from_dict, to_dict, validate_all
-from ..data.mvtec import DataConfig
+from ..data import DataConfig
 from ..evaluation.evaluate import EvalConfig
 from ..model.losses import LossConfig
 from ..model.variants import ModelConfig, with_variant

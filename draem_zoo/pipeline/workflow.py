@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..compiling import Compiled
 from ..config import to_dict, validate_all
-from ..data.mvtec import load_category
+from ..data import load_category
 from ..errors import DraemZooError
 from ..evaluation.bootstrap import beats
 from ..evaluation.evaluate import compute_maps, score_maps
@@ -272,8 +272,9 @@ def test_analysis(model: DraemModel, run: RunConfig, data, autocast: torch.dtype
     maps = compute_maps(model, data.test, run.eval.batch_size, on_device=True, autocast=autocast).float().cpu()
     sizes = run.eval.filter_sizes
     full = filter_size is not None
-    scored = score_maps(maps, data.test_labels, data.test_masks if full else None, sizes,
-                        filter_size if full else sizes[0], aupro_limit=run.eval.aupro_fpr_limit, pixel=full)
+    masks = data.pixel_masks if full else None
+    scored = score_maps(maps, data.test_labels, masks, sizes, filter_size if full else sizes[0],
+                        aupro_limit=run.eval.aupro_fpr_limit, pixel=masks is not None)
     out = {"test_image_auroc_by_filter_size": {s: m["image_auroc"] for s, m in scored["by_filter_size"].items()}}
     if full:
         out.update({f"test_{k}": scored.get(k) for k in ("image_auroc", "pixel_auroc", "pixel_ap", "aupro")})
@@ -311,9 +312,12 @@ def filter_size_on_test(test_maps: torch.Tensor, data, run: RunConfig, current: 
 
 
 def score_test(test_maps: torch.Tensor, data, run: RunConfig, filter_size: int, infer_s: float) -> dict[str, Any]:
-    """Every test metric, headline at ``filter_size``; reported, never used for selection."""
-    test = {"split": "test", **score_maps(test_maps, data.test_labels, data.test_masks, run.eval.filter_sizes,
+    """Every test metric, headline at ``filter_size``; reported, never used for selection. Pixel metrics
+    are None, with ``pixel_note`` saying why, where the test images are labelled per image only."""
+    test = {"split": "test", **score_maps(test_maps, data.test_labels, data.pixel_masks, run.eval.filter_sizes,
                                            filter_size, data.test_defects, run.eval.aupro_fpr_limit)}
+    if data.files.pixel_note:
+        test["pixel_note"] = data.files.pixel_note
     test["inference_images_per_s"] = round(len(data.test) / max(infer_s, 1e-9), 3)
     return test
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..__about__ import __version__
-from ..data.mvtec import scan_category, select_categories
+from ..data import scan_category, select_categories
 from ..errors import DraemZooError
 from ..files import OutputLock, swap_in
 from ..pipeline.runconfig import make_run_config
@@ -143,15 +143,16 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
     if opts.warm_start:  # checked before anything starts; each category's actor reads it again
         opts = dataclasses.replace(opts, warm_start=read_earlier(opts.warm_start, space.mode)["out"])
     data = str(Path(opts.data).expanduser().resolve())
-    wanted = select_categories(data, opts.categories, "search")
     base = make_run_config([f"data.root={data}", *opts.sets])
+    wanted = select_categories(data, opts.categories, "search", base.data.dataset)
     n_train = {}
     for c in wanted:
-        files = scan_category(data, c, base.data.val_fraction, base.data.split_seed)
+        files = scan_category(data, c, base.data.val_fraction, base.data.split_seed, dataset=base.data.dataset)
         n_train[c] = len(files.train)
         if not files.val:
-            raise DraemZooError(f"{data}/{c}/train/good: too few images for a validation split; the search "
-                                "selects on validation data, so it needs at least 2 training images")
+            raise DraemZooError(f"{data}/{c}: too few normal images for a validation split ({len(files.train)} to train "
+                                "on, none held out); the search selects on validation data, so it needs at least 2 "
+                                "training images")
     sizes: dict[str, dict[str, int]] = {}
     draws = check_space(space, base, sizes=sizes)
     check_selection(space, base, draws)

@@ -25,7 +25,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..data.mvtec import scan_category
+from ..data import scan_category
 from ..errors import DraemZooError
 from ..pipeline.runconfig import make_run_config
 from ..synthesis.textures import find_images
@@ -124,7 +124,8 @@ def make_plan(pre: dict[str, Any], opts) -> dict[str, Any]:
     concurrency = opts.max_concurrent or None  # else: as many as the cluster holds, all of them at most
     cats: dict[str, Any] = {}
     for c in pre["categories"]:
-        files = scan_category(base.data.root, c, base.data.val_fraction, base.data.split_seed, check_sizes=False)
+        files = scan_category(base.data.root, c, base.data.val_fraction, base.data.split_seed, check_sizes=False,
+                              dataset=base.data.dataset)
         n, n_val, n_test = len(files.train), len(files.val), len(files.test)
         t_it = trial_budget.iterations(n, batch, w_trial)
         rf = effective_reduction_factor(opts)

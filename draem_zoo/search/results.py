@@ -77,9 +77,18 @@ def leaderboard(out: Path) -> list[dict[str, Any]]:
             "model_dir": str(out / cat / "best") if (out / cat / "best" / "model.safetensors").is_file() else None,
             "params": json.dumps({k: v for k, v in params.items() if k != "model.variant"}, sort_keys=True),
             "role": "best", "infer_images_per_s": best.get("infer_images_per_s"), "params_count": best.get("params_count"),
+            "pixel_note": _exported_pixel_note(out / cat / "best"),
         })
         rows += front_board(out, cat, s)
     return rows
+
+
+def _exported_pixel_note(model_dir: Path) -> str | None:
+    """Why the exported model has no pixel metrics (its test images are labelled per image only), if so."""
+    try:
+        return ((_load(model_dir / "config.json").get("metrics") or {}).get("test") or {}).get("pixel_note")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _mean(vals: list[Any]) -> float | None:
@@ -202,6 +211,9 @@ def write_tables(out: Path) -> dict[str, Path]:
                       and r["seeds"] > 1 else r[f"test_{k}"]) for k in HEADLINE]
         lines.append(f"| {r['category']} | {r['variant']} | {_fmt(r['val_score'], False)} | {r['filter_size']} | "
                      + " | ".join(cells) + f" | {r['seeds']} |")
+    notes = [f"- {r['category']}: {r['pixel_note']}" for r in board if r["role"] == "best" and r.get("pixel_note")]
+    if notes:
+        lines += ["", "Pixel metrics are n/a where the test images have no masks:", *notes]
     sv = asha_savings(out)
     lines += ["", "Selection uses the validation score (synthetic anomalies on held-out normal images); "
               "test metrics (%) are reported only. ± is the standard deviation over final seeds.", "",

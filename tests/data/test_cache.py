@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-import draem_zoo.data.mvtec as mvtec
+import draem_zoo.data.loading as mvtec
 import draem_zoo.synthesis.textures as textures
+from draem_zoo.data import DataConfig, load_category
 from draem_zoo.data.cache import cached_stack
 from draem_zoo.data.demo import make_demo_dataset
-from draem_zoo.data.mvtec import DataConfig, load_category
 from draem_zoo.synthesis.textures import TextureBank
 
 

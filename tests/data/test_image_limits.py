@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from draem_zoo.data import DataConfig, load_category
 from draem_zoo.data.demo import make_demo_dataset
 from draem_zoo.data.images import image_size_of, list_images, max_pixels, read_mask, read_rgb
-from draem_zoo.data.mvtec import DataConfig, load_category
 from draem_zoo.errors import ConfigError, DataError
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from draem_zoo.data import DataConfig, describe, list_categories, load_category, scan_category
 from draem_zoo.data.demo import make_demo_dataset
-from draem_zoo.data.mvtec import DataConfig, describe, list_categories, load_category, scan_category
 from draem_zoo.errors import DataError
 
 
@@ -20,7 +20,7 @@ def root(tmp_path):
 def test_lists_counts_and_loads(root):
     assert list_categories(root) == ["granite", "weave"]
     counts = describe(root)
-    assert counts["weave"] == {"train": 9, "val": 1, "test": 9,
+    assert counts["weave"] == {"dataset": "mvtec", "train": 9, "val": 1, "test": 9,
                                "test_per_defect": {"good": 3, "hole": 2, "scratch": 2, "stain": 2}}
     data = load_category(DataConfig(str(root), "granite", val_fraction=0.2), 24)
     assert data.train.shape == (8, 3, 24, 24) and data.val.shape == (2, 3, 24, 24)

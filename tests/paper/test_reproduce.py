@@ -112,3 +112,40 @@ def test_reproduce_both_protocols_side_by_side(root, tmp_path):
     stamp = (out / "carpet" / "paper-seed0" / "model.safetensors").stat().st_mtime_ns
     assert cli.main(argv(root, out, "--categories", "carpet", "--protocol", "paper")) == 0
     assert (out / "carpet" / "paper-seed0" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_reproduce_on_dagm_quotes_the_papers_table_4(tmp_path, capsys):
+    from draem_zoo.data.demo_layouts import write_layout
+
+    data = tmp_path / "dagm"
+    for k in (1, 2):
+        write_layout("dagm", data, category=f"Class{k}")
+    out = tmp_path / "repro"
+    assert cli.main(argv(data, out, "--seeds", "0")) == 0
+    md = (out / "reproduce.md").read_text()
+    assert "| Class1 | zoo | 1 |" in md and "| Class2 | zoo | 1 |" in md
+    assert "Table 4 (DAGM 2007, image level only" in md and "AUROC 99.0" in md
+    report = json.loads((out / "reproduce.json").read_text())
+    assert {r["dataset"] for r in report["runs"]} == {"dagm"}
+    rows = {r["category"]: r for r in report["rows"]}
+    assert rows["Class1"]["paper"] is None  # the paper has no per-class values
+    assert rows["mean (all)"]["paper"] is None  # nor a mean over two of the ten classes
+
+
+def _run(cat, dataset, auroc):
+    return {"category": cat, "dataset": dataset, "protocol": "zoo", "seed": 0, "filter_size": 21,
+            "filter_size_tie": None, "val_score": 0.9, "selection_analysis": None, "epochs": 1.0, "iterations": 10,
+            "test": {"image_auroc": auroc, "pixel_auroc": None, "pixel_ap": None, "aupro": None}}
+
+
+def test_reference_tables_per_dataset():
+    from draem_zoo.paper.report import _citation, summarise
+
+    rows = summarise([_run(f"Class{k}", "dagm", 0.98) for k in range(1, 11)])
+    mean = next(r for r in rows if r["category"] == "mean (all)")
+    assert mean["paper"] == {"image_auroc": 99.0} and mean["image_auroc"]["mean"] == pytest.approx(98.0)
+    visa = [_run(c, "visa", 0.9) for c in ("candle", "pcb1")]
+    assert all(r["paper"] is None for r in summarise(visa))
+    assert _citation(visa).startswith("visa: no published number")
+    assert paper.paper_results("bottle", "mvtec_ad2") is None  # MVTec AD's numbers are not MVTec AD 2's
+    assert paper.reference("mvtec_ad2")["citation"].startswith("no published number")

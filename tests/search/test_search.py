@@ -593,3 +593,27 @@ def test_search_resume_after_driver_sigkill(data, tmp_path):
     summary = json.loads((out / "weave" / "summary.json").read_text())
     assert summary["study"]["complete"] == 4
     assert (out / "weave" / "best" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("kind", ["visa", "mvtec_ad2", "dagm", "labels_only"])
+def test_two_trial_search_on_each_dataset_layout(cluster, tmp_path, kind):
+    from draem_zoo.data.demo_layouts import write_layout
+
+    layout, masks = ("mvtec", False) if kind == "labels_only" else (kind, True)
+    data = write_layout(layout, tmp_path / "parts", masks=masks)
+    cat = {"visa": "candle", "mvtec_ad2": "can", "dagm": "Class1", "mvtec": "weave"}[layout]
+    out = tmp_path / "results"
+    run_search(opts(data, out, trials=2, budget=8, final_budget=8, max_concurrent=2))
+    trials = [json.loads(p.read_text()) for p in (out / cat / "trials").glob("*.json")]
+    assert len(trials) == 2 and all(t["category"] == cat and t["best_val_score"] is not None for t in trials)
+    cfg = json.loads((out / cat / "best" / "config.json").read_text())
+    assert cfg["data"]["dataset"] == layout and cfg["data"]["category"] == cat
+    if kind == "mvtec_ad2":
+        assert cfg["data"]["validation"] == "validation/good"
+    board = (out / "leaderboard.md").read_text()
+    row = next(line for line in board.splitlines() if line.startswith(f"| {cat} |"))
+    if kind == "labels_only":
+        assert cfg["metrics"]["test"]["pixel_ap"] is None and row.count("n/a") >= 3
+        assert "Pixel metrics are n/a where the test images have no masks" in board and "labelled per image" in board
+    else:
+        assert cfg["metrics"]["test"]["pixel_ap"] is not None and "Pixel metrics are n/a" not in board
