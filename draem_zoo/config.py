@@ -18,6 +18,9 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 from .errors import ConfigError
 
+# the dataset layouts read (draem_zoo.data.datasets), here so that the CLI's parser names them without torch
+DATASET_CHOICES = ("auto", "mvtec", "visa", "mvtec_ad2", "dagm")
+
 T = TypeVar("T")
 
 

@@ -206,3 +206,11 @@ def test_every_module_imports_in_any_order_and_first():
     res = _fresh(ENTER_EACH_FIRST % [m for m in modules() if m != "draem_zoo"])
     assert res.returncode == 0, res.stdout + res.stderr
     assert int(res.stdout.split()[0]) == len(modules()) - 1  # all but the facade itself
+
+
+def test_the_cli_parser_stays_thin():
+    """``draem-zoo --help`` and the light commands start without torch (--dataset's choices included)."""
+    res = _fresh("import sys, draem_zoo.cli.parser as p; p.build_parser(); "
+                 "print(sorted(m for m in ('torch', 'ray', 'huggingface_hub', 'timm') if m in sys.modules))")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", res.stdout

@@ -72,15 +72,22 @@ def cmd_describe(args: argparse.Namespace) -> int:
         print(json.dumps(counts, indent=2))
         return 0
     if not counts:
-        raise DraemZooError(f"{args.root}: no categories found (read as --dataset {args.dataset})")
+        ds = DATASETS.get(args.dataset)
+        raise DraemZooError(f"{args.root}: no categories found (read as --dataset {args.dataset}"
+                            + (f": {ds.layout})" if ds else ")"))
     ds = DATASETS[next(iter(counts.values()))["dataset"]]
     title = f"{ds.title} layout" if ds.name == "mvtec" else ds.title  # users' own data take MVTec AD's layout
     print(f"{args.root}: {title} ({ds.name}{', detected' if args.dataset == 'auto' else ''}; {ds.layout})")
+    broken = 0
     for cat, c in counts.items():
+        if "error" in c:
+            broken += 1
+            print(f"{cat:20s} error: {c['error']}")
+            continue
         defects = ", ".join(f"{d} {n}" for d, n in c["test_per_defect"].items())
         only = f"  image labels only: {', '.join(c['image_labels_only'])}" if c.get("image_labels_only") else ""
         print(f"{cat:20s} train {c['train']:5d}  val {c['val']:4d}  test {c['test']:5d}  ({defects}){only}")
-    return 0
+    return 2 if broken else 0
 
 
 def _print_metrics(title: str, m: dict | None) -> None:
@@ -123,8 +130,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = load_category(DataConfig(args.data, args.category, val_fraction=0.0, dataset=args.dataset),
                          model.config.image_size, progress=not args.json, splits=("test",))
     if not len(data.test):
-        raise DraemZooError(f"{Path(args.data) / args.category}: no test images to evaluate on "
-                            f"({data.files.dataset} layout)")
+        where = {"mvtec": "test/", "visa": "the split file's test rows", "mvtec_ad2": "test_public/",
+                 "dagm": "Test/ (Test/Label/Labels.txt)"}.get(data.files.dataset, "test/")
+        raise DraemZooError(f"{Path(args.data) / args.category}: no test images to evaluate on (read as "
+                            f"{data.files.dataset}: they come from {where})")
     cfg = EvalConfig()
     sizes = tuple(sorted(set(cfg.filter_sizes) | {model.score_config.filter_size}))
     cfg = EvalConfig(filter_sizes=sizes, batch_size=args.batch_size)

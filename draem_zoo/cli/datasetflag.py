@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.category import DATASET_CHOICES
+from ..config import DATASET_CHOICES
 
 HELP = ("layout of --data: auto (default: detected from its files), mvtec (MVTec AD, and your own data in its layout), "
         "visa (split_csv/1cls.csv), mvtec_ad2 (train/validation/test_public), dagm (Class<k>/Train, Test)")

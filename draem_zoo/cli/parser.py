@@ -357,8 +357,10 @@ def typed_flags(parser: argparse.ArgumentParser, command: str, argv: list[str]) 
     abbreviation argparse accepted): a resumed search tells a flag given at its default from one left out."""
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     typed = {t.split("=", 1)[0] for t in argv if t.startswith("--")}
-    return {a.dest for a in sub._actions for o in a.option_strings
-            if o.startswith("--") and any(o == t or (len(t) > 2 and o.startswith(t)) for t in typed)}
+    names = {o for a in sub._actions for o in a.option_strings if o.startswith("--")}
+    # a flag typed in full is that flag (--data is not --dataset); an abbreviation matches what it begins
+    hits = {o for t in typed for o in ([t] if t in names else [o for o in names if len(t) > 2 and o.startswith(t)])}
+    return {a.dest for a in sub._actions if hits.intersection(a.option_strings)}
 
 
 def main(argv: list[str] | None = None) -> int:

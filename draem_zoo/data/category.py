@@ -16,11 +16,11 @@ from typing import Literal
 
 import torch
 
+from ..config import DATASET_CHOICES
 from ..errors import ConfigError
 
 GOOD = "good"
 MIN_VALIDATION_NORMALS = 1  # held out of the training normals; the split needs one more image to train on
-DATASET_CHOICES = ("auto", "mvtec", "visa", "mvtec_ad2", "dagm")
 
 
 @dataclass
@@ -99,10 +99,12 @@ class CategoryFiles:
 
 
 def _relative(p: Path, base: Path, root: Path) -> str:
-    try:
-        return str(p.relative_to(base))
-    except ValueError:
-        return str(p.relative_to(root))
+    for start in (base, root):
+        try:
+            return str(p.relative_to(start))
+        except ValueError:
+            pass
+    return str(p)  # a CSV may name files anywhere
 
 
 @dataclass

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import DATASET_CHOICES
 from ..errors import DataError
 from . import dagm, mvtec, mvtec_ad2, visa
-from .category import DATASET_CHOICES, CategoryFiles
+from .category import CategoryFiles
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,13 @@ def detect(root: str | Path) -> str:
         return "visa"
     if dagm.list_categories(root):
         return "dagm"
-    if mvtec_ad2.list_categories(root):
+    ad2 = mvtec_ad2.list_categories(root)
+    if ad2:
+        others = [c for c in mvtec.list_categories(root) if c not in ad2]
+        if others:
+            raise DataError(f"{root}: {', '.join(ad2)} look like MVTec AD 2 (validation/ or test_public/ beside "
+                            f"train/good), {', '.join(others)} like MVTec AD (train/good and test/); name the layout "
+                            "with --dataset mvtec_ad2 or --dataset mvtec (or keep the two in separate folders)")
         return "mvtec_ad2"
     if mvtec.list_categories(root):
         return "mvtec"
@@ -98,7 +105,13 @@ def scan_category(root: str | Path, category: str, val_fraction: float = 0.1, sp
 
 
 def describe(root: str | Path, dataset: str = "auto") -> dict[str, dict]:
-    """Counts per category, split and defect type, with the dataset read (no image is decoded)."""
+    """Counts per category, split and defect type, with the dataset read (no image is decoded); a
+    category that cannot be read has ``error`` (the one line that names its file and the fix) instead."""
     ds = resolve(root, dataset)
-    return {c: {"dataset": ds.name, **ds.scan(root, c, 0.1, 0, False, False).counts()}
-            for c in ds.categories(mvtec.check_root(root))}
+    out = {}
+    for c in ds.categories(mvtec.check_root(root)):
+        try:
+            out[c] = {"dataset": ds.name, **ds.scan(root, c, 0.1, 0, False, False).counts()}
+        except DataError as exc:
+            out[c] = {"dataset": ds.name, "error": str(exc)}
+    return out

@@ -96,9 +96,17 @@ def scan_test(files: CategoryFiles, base: Path, test: str, truth: str, check_siz
               skip: tuple[str, ...] = ()) -> None:
     """The test images of every defect type under ``base/test`` (``good``: normal; folders in ``skip``
     left out) with their masks under ``base/truth/<defect>``, appended to ``files``."""
+    defects = [d for d in subfolders(base / test) if d not in skip]
+    orphans = [d for d in subfolders(base / truth) if d not in defects]
+    unmatched = [d for d in defects if d != GOOD and not (base / truth / d).exists()]
+    if orphans and unmatched:  # a misnamed mask folder would silently drop the pixel metrics
+        raise DataError(f"{base / truth}: mask folders {', '.join(orphans)} match no test/ defect folder, while "
+                        f"{', '.join(unmatched)} have no mask folder; rename the mask folders after their defect "
+                        f"folders (ground_truth/<defect>/), or remove them to label {', '.join(unmatched)} per image "
+                        "only")
     bar = tqdm(desc=f"{files.category}: checking test images and masks", unit="img", leave=False) if progress else None
     try:
-        for d in (d for d in subfolders(base / test) if d not in skip):
+        for d in defects:
             _scan_defect(files, base / test / d, base / truth / d, d, check_sizes, bar)
     finally:
         if bar is not None:  # (a bar without a total has no truth value)

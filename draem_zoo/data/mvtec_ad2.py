@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from .category import GOOD, CategoryFiles
-from .images import list_images
+from .images import check_link, list_images
 from .mvtec import category_folder, check_root, scan_test, train_normals
 
 LAYOUT = "<category>/train/good, <category>/validation/good, <category>/test_public/{good,bad,ground_truth/bad}"
@@ -43,6 +43,7 @@ def scan_category(root: str | Path, category: str, val_fraction: float = 0.1, sp
     source = "none (data.val_fraction=0)"
     if val_fraction > 0:
         vdir = base / "validation" / GOOD
+        check_link(vdir)
         if not vdir.is_dir():
             raise DataError(f"{vdir}: missing; MVTec AD 2 holds the held-out normal images of {category} there, and "
                             "the validation (s_f, thresholds, the best checkpoint) is made on them: restore "

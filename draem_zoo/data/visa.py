@@ -37,26 +37,40 @@ def is_visa(root: Path) -> bool:
 
 
 @lru_cache(maxsize=8)
-def _rows(csv_path: Path, mtime: float) -> tuple[tuple[int, dict], ...]:
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+def _rows(csv_path: Path, stamp: tuple) -> tuple[tuple[int, dict], ...]:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # a BOM, CRLF line ends: as spreadsheets write
         reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        reader.fieldnames = [(n or "").strip().lower() for n in reader.fieldnames or []]
+        missing = [c for c in COLUMNS if c not in reader.fieldnames]
         if missing:
             raise DataError(f"{csv_path}: no column {', '.join(missing)} (its header: "
-                            f"{','.join(reader.fieldnames or []) or 'empty'}); VisA's split file has the columns "
+                            f"{','.join(reader.fieldnames) or 'empty'}); VisA's split file has the columns "
                             "object,split,label,image,mask")
-        return tuple((i, {k: (v or "").strip() for k, v in row.items() if k}) for i, row in enumerate(reader, 2))
+        out = []
+        for row in reader:
+            clean = {k: (v or "").strip() for k, v in row.items() if k}
+            for col in ("image", "mask"):  # written on Windows: a\\b
+                clean[col] = clean.get(col, "").replace("\\", "/")
+            if not any(clean.values()):
+                continue
+            if not clean["object"]:
+                raise DataError(f"{csv_path}:{reader.line_num}: a row without an object (category); fill it in or "
+                                "delete the row")
+            out.append((reader.line_num, clean))
+        return tuple(out)
 
 
 def rows(root: Path) -> tuple[tuple[int, dict], ...]:
-    """(line number, row) of the split file, read once per change."""
+    """(line number, row) of the split file, read once per change of it."""
     path = root / SPLIT_CSV
-    return _rows(path, path.stat().st_mtime)
+    st = path.stat()
+    return _rows(path, (st.st_mtime_ns, st.st_size, st.st_ino))
 
 
 def list_categories(root: str | Path) -> list[str]:
+    """The objects of the split file whose folders are there (a subset of VisA's archive may be extracted)."""
     root = check_root(root)
-    return sorted({r["object"] for _, r in rows(root)}) if is_visa(root) else []
+    return sorted(c for c in {r["object"] for _, r in rows(root)} if (root / c).is_dir()) if is_visa(root) else []
 
 
 def _file(root: Path, line: int, row: dict, column: str) -> Path:
@@ -79,6 +93,9 @@ def scan_category(root: str | Path, category: str, val_fraction: float = 0.1, sp
     if not mine:
         raise DataError(f"{csv_path}: no rows for category {category!r}; categories there: "
                         f"{', '.join(list_categories(root)) or 'none'}")
+    if not (root / category).is_dir():
+        raise DataError(f"{root / category}: missing, though {csv_path.name} lists {category}; extract it from the "
+                        "VisA archive, or leave it out with --categories")
     normals: list[Path] = []
     files = CategoryFiles(root, category, [], [], [], [], [], [], dataset="visa")
     masked: tuple[int, bool] | None = None  # (line, has mask) of the first anomalous test row

@@ -156,7 +156,8 @@ def metric_notes(labels: torch.Tensor, masks: torch.Tensor | None, split: str = 
     notes = []
     if n_anom == 0:
         notes.append(f"image AUROC/AP/F1-max: the {split} split has no anomalous images (all {n} are under "
-                     f"{split}/good); add {split}/<defect>/ folders with their ground_truth/<defect>/ masks")
+                     f"{split}/good); add anomalous test images (MVTec AD layout: {split}/<defect>/ folders, with "
+                     "ground_truth/<defect>/ masks for the pixel metrics)")
     elif n_anom == n:
         notes.append(f"image AUROC/AP/F1-max and per-defect AUROC: the {split} split has no normal images (all {n} "
                      f"are anomalous; {split}/good/ is empty or missing)")

@@ -24,7 +24,8 @@ from ..data.datasets import DATASETS
 from ..errors import DraemZooError
 
 TEMPLATE_NAME = "model_card.md.j2"
-# the zoo's repository names, <org>/<prefix>-<category>, after the dataset read
+# the zoo's repository names, <org>/<prefix>-<category>, after the dataset read (users' own data, read in
+# MVTec AD's layout, keep the name the zoo always gave them: --prefix names it otherwise)
 PREFIXES = {"mvtec": "draem-mvtec", "mvtec_ad2": "draem-mvtec-ad2", "visa": "draem-visa", "dagm": "draem-dagm"}
 HEADLINE = (("image_auroc", "image AUROC", "roc_auc"), ("pixel_auroc", "pixel AUROC", "roc_auc"),
             ("pixel_ap", "pixel AP", "average_precision"), ("aupro", "AUPRO (FPR <= 0.3)", "aupro"))
@@ -60,11 +61,11 @@ def dataset_info(data_root: str | None, dataset: str | None = None, license: str
                             "model inherits it: pass --license (e.g. cc-by-nc-sa-4.0 for MVTec AD and MVTec AD 2, "
                             "cc-by-4.0 for VisA, or your data's license)")
     name = dataset or (known.title if known else name)
-    slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "custom-data"
     return {"name": name, "license": license, "dataset_id": known.hub_id if known else slug,
             "note": f"The training data ({name}) is licensed {license}; the model follows its terms.",
-            "is_mvtec": False, "dataset": known.name if known else None,
-            "prefix": PREFIXES[known.name] if known else f"draem-{slug}"}
+            "is_mvtec": False, "dataset": known.name if known else read,
+            "prefix": PREFIXES.get(known.name if known else read or "mvtec", "draem-mvtec")}
 
 
 def search_info(results: Path, category: str) -> dict[str, Any] | None:

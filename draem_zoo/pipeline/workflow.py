@@ -58,9 +58,11 @@ def changed_settings(out: Path, run: RunConfig) -> list[str]:
     saved = out / RUN_CONFIG
     if not saved.is_file():
         return []
-    before, now = json.loads(saved.read_text()), run.to_dict()
+    before, now, default = json.loads(saved.read_text()), run.to_dict(), RunConfig().to_dict()
+    # a key the saved run predates (data.dataset, say) had its default then
     return sorted(f"{sec}.{k}" for sec in now for k in now[sec]
-                  if before.get(sec, {}).get(k) != now[sec][k] and k not in ("device", "synthesis_workers"))
+                  if before.get(sec, {}).get(k, default.get(sec, {}).get(k)) != now[sec][k]
+                  and k not in ("device", "synthesis_workers"))
 
 
 def _check_resume(out: Path, run: RunConfig, resume: bool) -> None:
@@ -220,7 +222,10 @@ def validation_recipe(run: RunConfig) -> dict[str, Any]:
     """Everything the validation set of ``run`` depends on: runs whose recipes differ are scored on
     different validation sets and must not be ranked against each other."""
     e = run.eval
-    return {"data": {k: getattr(run.data, k) for k in ("root", "category", "val_fraction", "split_seed")},
+    data = {k: getattr(run.data, k) for k in ("root", "category", "val_fraction", "split_seed")}
+    if run.data.dataset != "auto":  # the same root read as another layout holds out other normals
+        data["dataset"] = run.data.dataset
+    return {"data": data,
             "image_size": run.model.image_size,
             "textures": {k: getattr(validation_textures(run), k) for k in TEXTURE_KEYS},
             "families": list(e.validation_families), "seed": e.validation_seed, "per_normal": e.validation_per_normal,

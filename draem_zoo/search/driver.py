@@ -150,9 +150,9 @@ def preflight(opts: SearchOptions) -> dict[str, Any]:
         files = scan_category(data, c, base.data.val_fraction, base.data.split_seed, dataset=base.data.dataset)
         n_train[c] = len(files.train)
         if not files.val:
-            raise DraemZooError(f"{data}/{c}: too few normal images for a validation split ({len(files.train)} to train "
-                                "on, none held out); the search selects on validation data, so it needs at least 2 "
-                                "training images")
+            raise DraemZooError(f"{data}/{c}: no validation normals ({len(files.train)} to train on, none held out: "
+                                f"{files.validation}); the search selects on validation data: it needs at least 2 "
+                                "training images and data.val_fraction > 0 (MVTec AD 2: its validation/good)")
     sizes: dict[str, dict[str, int]] = {}
     draws = check_space(space, base, sizes=sizes)
     check_selection(space, base, draws)

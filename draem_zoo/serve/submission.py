@@ -80,6 +80,8 @@ def write_submission(model, inputs: list[str], out: str | Path, batch_size: int 
     if (out / MAPS / category).exists() and not resume:
         raise DraemZooError(f"{out / MAPS / category}: maps of {category} are there already; pass --resume to go on "
                             "with them, or choose another --out")
+    for left in [*(out / MAPS / category).glob("*/.*.tmp"), *(out / THRESHOLDED / category).glob("*/.*.tmp")]:
+        left.unlink()  # an interrupted write: the server's checker would count it
     threshold = model.score_config.pixel_threshold
     size = model.config.image_size
     device = next(model.parameters()).device

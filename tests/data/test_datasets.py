@@ -153,3 +153,72 @@ def test_the_same_files_read_through_a_visa_csv_decode_exactly_as_the_mvtec_layo
     assert b.files.train == a.files.train and b.files.val == a.files.val  # the same seeded split
     for k in ("train", "val", "test", "test_masks", "test_labels"):
         assert torch.equal(getattr(a, k), getattr(b, k)), k
+
+
+def test_misnamed_mask_folder_is_an_error_not_image_labels(layout):
+    root = layout("mvtec")
+    gt = root / "weave" / "ground_truth"
+    (gt / "hole").rename(gt / "Hole")
+    with pytest.raises(DataError, match=r"ground_truth: mask folders Hole match no test/ defect folder, while hole "
+                                        r"have no mask folder; rename"):
+        scan_category(root, "weave")
+    shutil.rmtree(gt / "Hole")  # removed: hole is labelled per image, scratch keeps its masks
+    files = scan_category(root, "weave")
+    assert files.unmasked == ["hole"] and sum(m is not None for m in files.test_masks) == 2
+
+
+def test_mixed_layouts_under_one_root_are_named(layout, tmp_path):
+    root = layout("mvtec_ad2")
+    write_layout("mvtec", root)  # weave: MVTec AD's layout beside can: MVTec AD 2's
+    with pytest.raises(DataError, match=r"can look like MVTec AD 2 .*weave like MVTec AD .*name the layout with "
+                                        r"--dataset mvtec_ad2 or --dataset mvtec"):
+        detect(root)
+    assert list_categories(root, "mvtec_ad2") == ["can"]
+    assert scan_category(root, "weave", dataset="mvtec").dataset == "mvtec"
+
+
+def test_visa_csv_as_spreadsheets_write_it_and_partial_archives(layout, tmp_path):
+    root = layout("visa")
+    path = root / "split_csv" / "1cls.csv"
+    rows = list(csv.reader(path.open()))
+    rows[0] = [" Object", "split ", "LABEL", "image", "mask"]
+    rows += [["pcb1", "train", "normal", "pcb1/Data/Images/Normal/0000.JPG", ""]]  # a category not extracted
+    rows[3][3] = rows[3][3].replace("/", "\\")  # written on Windows
+    rows[4][3] = str(root / rows[4][3])  # an absolute path
+    with path.open("w", newline="", encoding="utf-8-sig") as f:  # a BOM and CRLF line ends
+        csv.writer(f, lineterminator="\r\n").writerows(rows)
+    assert list_categories(root) == ["candle"]  # pcb1's folder is not there
+    files = scan_category(root, "candle")
+    assert len(files.train) + len(files.val) == 10 and files.fingerprint()["files"] == 17
+    with pytest.raises(DataError, match=r"visa/pcb1: missing, though 1cls.csv lists pcb1; extract it .*--categories"):
+        scan_category(root, "pcb1")
+
+
+def test_dagm_labels_without_a_header_line_and_describe_per_category_errors(layout, capsys):
+    root = layout("dagm")
+    labels = root / "Class1" / "Train" / "Label" / "Labels.txt"
+    labels.write_text("\n".join(labels.read_text().splitlines()[1:]) + "\n")  # no header line
+    assert len(scan_category(root, "Class1").train) + len(scan_category(root, "Class1").val) == 10
+    ad2 = layout("mvtec_ad2")
+    write_layout("mvtec_ad2", ad2, category="rice")
+    shutil.rmtree(ad2 / "rice" / "validation" / "good")
+    counts = describe(ad2)
+    assert counts["can"]["train"] == 8 and "rice/validation/good: missing" in counts["rice"]["error"]
+    assert cli.main(["describe", str(ad2)]) == 2
+    out = capsys.readouterr().out
+    assert "can " in out and "rice                 error: " in out
+
+
+def test_a_run_saved_before_data_dataset_existed_resumes(tmp_path):
+    import json
+
+    from draem_zoo.pipeline.runconfig import make_run_config
+    from draem_zoo.pipeline.workflow import RUN_CONFIG, changed_settings
+
+    run = make_run_config(["data.root=/d", "data.category=weave"])
+    saved = run.to_dict()
+    del saved["data"]["dataset"]
+    (tmp_path / RUN_CONFIG).write_text(json.dumps(saved))
+    assert changed_settings(tmp_path, run) == []
+    assert changed_settings(tmp_path, make_run_config(["data.root=/d", "data.category=weave",
+                                                       "data.dataset=visa"])) == ["data.dataset"]

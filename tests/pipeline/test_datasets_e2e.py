@@ -14,6 +14,7 @@ from PIL import Image
 
 from draem_zoo.cli import parser as cli
 from draem_zoo.data.demo_layouts import write_layout
+from draem_zoo.errors import DraemZooError
 from draem_zoo.hub.publish import build_releases, zoo_prefix
 
 TINY = ["model.rec_width=4", "model.disc_width=4", "eval.filter_sizes=1,5,11", "eval.batch_size=32",
@@ -85,7 +86,7 @@ def test_publish_names_the_dataset_and_its_licence(trained, tmp_path):
     assert "validation: validation/good" in release.card
     _, cat, model = trained["dagm"]
     res = _results(tmp_path / "dagm", model, cat)
-    with pytest.raises(Exception, match=r"license of the training data \(DAGM 2007\) is unknown.*--license"):
+    with pytest.raises(DraemZooError, match=r"license of the training data \(DAGM 2007\) is unknown.*--license"):
         build_releases(res, "acme", zoo_prefix(res))
     (release,) = build_releases(res, "acme", zoo_prefix(res, license="other"), license="other")
     assert release.repo_id == "acme/draem-dagm-Class1" and "datasets:\n- dagm-2007" in release.card
@@ -97,7 +98,8 @@ def test_a_category_labelled_per_image_publishes_a_card_without_pixel_metrics(tr
     capsys.readouterr()
     assert cli.main(["publish", str(res), "--org", "acme", "--license", "mit", "--dry-run"]) == 0
     plan = json.loads(capsys.readouterr().out)["would_upload"]
-    assert plan[0]["repo"] == "acme/draem-parts-weave" and plan[0]["metrics"]["pixel_ap"] is None
+    # own data in MVTec AD's layout keep the zoo's default names (--prefix names them otherwise)
+    assert plan[0]["repo"] == "acme/draem-mvtec-weave" and plan[0]["metrics"]["pixel_ap"] is None
     (release,) = build_releases(res, "acme", "draem-parts", license="mit")
     assert "**Pixel metrics are not available**" in release.card and "hole, scratch" in release.card
     assert "pixel AP" not in release.card.split("---")[1]  # no pixel metric in the model-index
@@ -106,6 +108,9 @@ def test_a_category_labelled_per_image_publishes_a_card_without_pixel_metrics(tr
 def test_mvtec_ad2_submission_of_the_private_splits(trained, tmp_path, capsys):
     root, cat, model = trained["mvtec_ad2"]
     out = tmp_path / "submission"
+    # a private image of another size than the model's, and not square: its map comes back at its own size
+    odd = root / cat / "test_private" / "000_regular.png"
+    Image.open(odd).resize((48, 40)).save(odd)
     capsys.readouterr()
     assert cli.main(["predict", "--model", str(model), str(root), "--format", "mvtec_ad2", "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)["summary"]
@@ -116,9 +121,10 @@ def test_mvtec_ad2_submission_of_the_private_splits(trained, tmp_path, capsys):
         names = {p.stem for p in (root / cat / split).glob("*.png")}
         assert {p.stem for p in maps} == names
         arr = tifffile.imread(maps[0])
-        assert arr.dtype == np.float16 and arr.shape == (32, 32) and 0 <= float(arr.min()) <= float(arr.max()) <= 1
+        shape = (40, 48) if split == "test_private" else (32, 32)  # (height, width) of the image
+        assert arr.dtype == np.float16 and arr.shape == shape and 0 <= float(arr.min()) <= float(arr.max()) <= 1
         png = np.asarray(Image.open(out / "anomaly_images_thresholded" / cat / split / f"{maps[0].stem}.png"))
-        assert png.shape == (32, 32) and set(np.unique(png)) <= {0, 255}
+        assert png.shape == shape and set(np.unique(png)) <= {0, 255}
         thr = json.loads((model / "config.json").read_text())["score"]["pixel_threshold"]
         differ = (png == 255) != (arr.astype(np.float32) >= thr)  # the PNG is cut from the float32 map
         assert not differ.any() or np.abs(arr[differ].astype(np.float32) - thr).max() < 2e-3  # float16 rounding
