@@ -149,3 +149,20 @@ def test_bench_predict_times_every_path_over_the_same_images(tmp_path):
         assert r["images"] == 24 and r["images_per_s"] > 0 and r["image_size"] == 32
     serve = rows[3]
     assert serve["requests"] == 16 and serve["requests_per_s"] > 0 and 0 < serve["p50_ms"] <= serve["p99_ms"]
+
+
+def test_dataset_parity_reads_one_category_three_ways_to_the_same_numbers(tmp_path):
+    from draem_zoo.data.demo import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "d", categories=("weave",), size=32, n_train=10, n_test_good=3,
+                             n_test_defect=2)
+    res = subprocess.run([sys.executable, "scripts/dataset_parity.py", "--data", str(data), "--category", "weave",
+                          "--iterations", "4", "--image-size", "32", "--set", "model.rec_width=4",
+                          "--set", "model.disc_width=4", "--set", "eval.filter_sizes=1,5",
+                          "--set", "synthesis.procedural_textures=8"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["visa_csv_equals_mvtec"] and out["labels_only_image_metrics_equal"]
+    assert out["labels_only_pixel_metrics_none"] and "labelled per image only" in out["runs"]["labels_only"]["pixel_note"]
+    assert out["runs"]["visa_csv"]["dataset"] == "visa" and out["runs"]["mvtec"]["pixel_ap"] is not None

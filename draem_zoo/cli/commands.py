@@ -67,10 +67,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_describe(args: argparse.Namespace) -> int:
     from ..data import DATASETS, describe
 
-    counts = describe(args.root, args.dataset)
+    counts = describe(args.root, args.dataset, collect=True)
+    broken = [c for c, v in counts.items() if "error" in v]
+    for c in broken:  # each its one line; the other categories are still listed
+        print(f"draem-zoo describe: error: {counts[c]['error']}", file=sys.stderr)
     if args.json:
         print(json.dumps(counts, indent=2))
-        return 0
+        return 2 if broken else 0
     if not counts:
         ds = DATASETS.get(args.dataset)
         raise DraemZooError(f"{args.root}: no categories found (read as --dataset {args.dataset}"
@@ -78,11 +81,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
     ds = DATASETS[next(iter(counts.values()))["dataset"]]
     title = f"{ds.title} layout" if ds.name == "mvtec" else ds.title  # users' own data take MVTec AD's layout
     print(f"{args.root}: {title} ({ds.name}{', detected' if args.dataset == 'auto' else ''}; {ds.layout})")
-    broken = 0
     for cat, c in counts.items():
         if "error" in c:
-            broken += 1
-            print(f"{cat:20s} error: {c['error']}")
+            print(f"{cat:20s} (not readable: see the error above)")
             continue
         defects = ", ".join(f"{d} {n}" for d, n in c["test_per_defect"].items())
         only = f"  image labels only: {', '.join(c['image_labels_only'])}" if c.get("image_labels_only") else ""

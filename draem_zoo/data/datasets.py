@@ -104,14 +104,17 @@ def scan_category(root: str | Path, category: str, val_fraction: float = 0.1, sp
     return resolve(root, dataset).scan(root, category, val_fraction, split_seed, check_sizes, progress)
 
 
-def describe(root: str | Path, dataset: str = "auto") -> dict[str, dict]:
-    """Counts per category, split and defect type, with the dataset read (no image is decoded); a
-    category that cannot be read has ``error`` (the one line that names its file and the fix) instead."""
+def describe(root: str | Path, dataset: str = "auto", collect: bool = False) -> dict[str, dict]:
+    """Counts per category, split and defect type, with the dataset read (no image is decoded). A category
+    that cannot be read raises its DataError, or (``collect``) has ``error`` (the one line that names its
+    file and the fix) instead of counts, the others still counted."""
     ds = resolve(root, dataset)
     out = {}
     for c in ds.categories(mvtec.check_root(root)):
         try:
             out[c] = {"dataset": ds.name, **ds.scan(root, c, 0.1, 0, False, False).counts()}
         except DataError as exc:
+            if not collect:
+                raise
             out[c] = {"dataset": ds.name, "error": str(exc)}
     return out

@@ -202,11 +202,14 @@ def test_dagm_labels_without_a_header_line_and_describe_per_category_errors(layo
     ad2 = layout("mvtec_ad2")
     write_layout("mvtec_ad2", ad2, category="rice")
     shutil.rmtree(ad2 / "rice" / "validation" / "good")
-    counts = describe(ad2)
+    with pytest.raises(DataError, match="rice/validation/good: missing"):
+        describe(ad2)
+    counts = describe(ad2, collect=True)
     assert counts["can"]["train"] == 8 and "rice/validation/good: missing" in counts["rice"]["error"]
     assert cli.main(["describe", str(ad2)]) == 2
-    out = capsys.readouterr().out
-    assert "can " in out and "rice                 error: " in out
+    cap = capsys.readouterr()
+    assert "can " in cap.out and "rice " in cap.out and "not readable" in cap.out
+    assert cap.err.count("\n") == 1 and "describe: error: " in cap.err and "rice/validation/good: missing" in cap.err
 
 
 def test_a_run_saved_before_data_dataset_existed_resumes(tmp_path):
