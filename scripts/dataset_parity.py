@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -59,6 +60,7 @@ def main() -> None:
     from draem_zoo.pipeline.runconfig import make_run_config
     from draem_zoo.pipeline.workflow import train_category
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout still removes the work folder
     work = Path(tempfile.mkdtemp(prefix="dataset-parity-"))
     out = {"category": args.category, "iterations": args.iterations, "variant": args.variant,
            "image_size": args.image_size, "runs": {}}
