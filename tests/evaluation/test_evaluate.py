@@ -54,8 +54,9 @@ def test_notes_say_why_metrics_are_missing(model):
     result = evaluate_model(model, *split(12, 0), EvalConfig())
     assert result["image_auroc"] is None and result["pixel_auroc"] is None
     assert result["notes"] == [
-        "image AUROC/AP/F1-max: the test split has no anomalous images (all 12 are under test/good); add "
-        "test/<defect>/ folders with their ground_truth/<defect>/ masks",
+        "image AUROC/AP/F1-max: the test split has no anomalous images (all 12 are under test/good); add anomalous "
+        "test images (MVTec AD layout: test/<defect>/ folders, with ground_truth/<defect>/ masks for the pixel "
+        "metrics)",
         "pixel AUROC/AP/F1-max/AUPRO: no ground-truth masks (there are no anomalous test images)"]
     result = evaluate_model(model, *split(3, 2, mask_pixels=0), EvalConfig())
     assert result["image_auroc"] is not None and result["pixel_auroc"] is None and result["aupro"] is None
