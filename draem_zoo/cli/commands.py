@@ -124,17 +124,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..data import DataConfig, load_category
+    from ..data import DATASETS, DataConfig, load_category
     from ..evaluation.evaluate import EvalConfig, evaluate_model
 
     model = _load_model(args.model, _device(args.device))
     data = load_category(DataConfig(args.data, args.category, val_fraction=0.0, dataset=args.dataset),
                          model.config.image_size, progress=not args.json, splits=("test",))
     if not len(data.test):
-        where = {"mvtec": "test/", "visa": "the split file's test rows", "mvtec_ad2": "test_public/",
-                 "dagm": "Test/ (Test/Label/Labels.txt)"}.get(data.files.dataset, "test/")
         raise DraemZooError(f"{Path(args.data) / args.category}: no test images to evaluate on (read as "
-                            f"{data.files.dataset}: they come from {where})")
+                            f"{data.files.dataset}: they come from {DATASETS[data.files.dataset].test_from})")
     cfg = EvalConfig()
     sizes = tuple(sorted(set(cfg.filter_sizes) | {model.score_config.filter_size}))
     cfg = EvalConfig(filter_sizes=sizes, batch_size=args.batch_size)

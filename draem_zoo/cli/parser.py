@@ -202,7 +202,7 @@ def _add_zoo(sub) -> None:
     p.add_argument("results", metavar="RESULTS")
     p.add_argument("--org", required=True, help="Hub user or organisation")
     p.add_argument("--prefix", default=None, help="repository name prefix (default: after the dataset: draem-mvtec, "
-                   "draem-visa, draem-mvtec-ad2, draem-dagm, draem-<name>)")
+                   "draem-visa, draem-mvtec-ad2, draem-dagm; your own data: draem-mvtec)")
     p.add_argument("--categories", default=None, help="a,b (default: every exported category)")
     p.add_argument("--dataset", default=None, help="training data name for the card (default: from the data root)")
     p.add_argument("--license", default=None,

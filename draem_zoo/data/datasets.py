@@ -32,6 +32,7 @@ class Dataset:
     categories: Callable[[Path], list[str]]
     scan: Callable[..., CategoryFiles]
     license_note: str = ""
+    test_from: str = "test/"  # where its test images come from, for messages
 
 
 DATASETS: dict[str, Dataset] = {
@@ -42,11 +43,12 @@ DATASETS: dict[str, Dataset] = {
     "mvtec_ad2": Dataset("mvtec_ad2", "MVTec AD 2", "cc-by-nc-sa-4.0", "mvtec-ad-2", mvtec_ad2.LAYOUT,
                          mvtec_ad2.list_categories, mvtec_ad2.scan_category,
                          "MVTec AD 2 is licensed CC BY-NC-SA 4.0, and so are models trained on it: non-commercial use "
-                         "only, share alike, with attribution to MVTec Software GmbH."),
+                         "only, share alike, with attribution to MVTec Software GmbH.", "test_public/"),
     "visa": Dataset("visa", "VisA", "cc-by-4.0", "visa", visa.LAYOUT, visa.list_categories, visa.scan_category,
                     "VisA (Amazon, Zou et al., ECCV 2022) is licensed CC BY 4.0: models trained on it may be used "
-                    "commercially, with attribution."),
-    "dagm": Dataset("dagm", "DAGM 2007", None, "dagm-2007", dagm.LAYOUT, dagm.list_categories, dagm.scan_category),
+                    "commercially, with attribution.", "the split file's test rows"),
+    "dagm": Dataset("dagm", "DAGM 2007", None, "dagm-2007", dagm.LAYOUT, dagm.list_categories, dagm.scan_category,
+                    test_from="Test/ (Test/Label/Labels.txt)"),
 }
 
 

@@ -141,7 +141,8 @@ def _checked_model_dir(model_dir: Path) -> tuple[dict[str, Any], dict[str, str]]
 def zoo_prefix(results: str | Path, categories: list[str] | None = None, dataset: str | None = None,
                license: str | None = None) -> str:
     """The repository name prefix after the dataset the models were trained on (``draem-mvtec``,
-    ``draem-visa``, ``draem-mvtec-ad2``, ``draem-dagm``, ``draem-<name>`` for other data)."""
+    ``draem-visa``, ``draem-mvtec-ad2``, ``draem-dagm``; users' own data in MVTec AD's layout keep
+    ``draem-mvtec``)."""
     results = Path(results)
     found = sorted(p.parent.parent.name for p in results.glob(f"*/best/{CONFIG}"))
     first = next((c for c in (categories or found) if c in found), None)
